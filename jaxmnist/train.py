@@ -1,0 +1,226 @@
+"""Trains one of the post's models on MNIST and reports validation and test accuracy.
+
+Synopsis:
+  python -m jaxmnist.train --model=mlp3                 # the post's setup: SGD, lr 0.01, 400 epochs
+  python -m jaxmnist.train --model=linear --epochs=5 --workdir=runs/linear
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmnist import data, models, report, steps
+from jaxmnist.configs import POST_RESULTS, PRESETS, Config
+from jaxmnist.errors import TrainingDiverged, UserError
+
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "accuracy.png")
+
+
+def validate_config(config: Config, num_examples: int) -> None:
+  """Raises UserError, with the fix, for a config that cannot train."""
+  problems = []
+  if config.model not in models.MODELS:
+    problems.append(f"unknown model {config.model!r} (choose one of {', '.join(models.MODELS)})")
+  if not config.learning_rate > 0 or not math.isfinite(config.learning_rate):
+    problems.append(f"the learning rate must be a positive number, got {config.learning_rate}")
+  if config.epochs < 1:
+    problems.append(f"epochs must be at least 1, got {config.epochs}")
+  if not 0 < config.valid_fraction < 1:
+    problems.append(f"the validation fraction must lie strictly between 0 and 1, got {config.valid_fraction}")
+  num_train = num_examples - int(num_examples * config.valid_fraction)
+  if 0 < config.valid_fraction < 1 and not 1 <= config.batch_size <= num_train:
+    problems.append(f"the batch size must be between 1 and the {num_train} training examples, "
+                    f"got {config.batch_size}")
+  if config.init not in models.INIT_SCHEMES:
+    problems.append(f"unknown init {config.init!r} (choose one of {', '.join(models.INIT_SCHEMES)})")
+  if config.eval_batch_size < 1:
+    problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
+  if problems:
+    raise UserError("Invalid settings: " + "; ".join(problems) + ". Fix the flags and run again "
+                    "(`python -m jaxmnist.train --help` lists them).")
+
+
+def prepare_workdir(workdir: Path) -> None:
+  """Creates the run directory, refusing one that already holds a run (never overwrite results)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f"--workdir {workdir} is a file, not a directory. Choose another path.")
+  existing = [name for name in RUN_FILES if (workdir / name).exists()]
+  if existing:
+    raise UserError(f"--workdir {workdir} already holds a run ({', '.join(existing)}); jaxmnist never "
+                    f"overwrites results. Choose a new --workdir, or leave it out for a fresh one.")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create --workdir {workdir}: {e.strerror}. Choose a writable path.") from e
+
+
+def _make_optimizer(config: Config) -> optax.GradientTransformation:
+  return optax.sgd(config.learning_rate)  # the post's torch.optim.SGD: no momentum, no decay
+
+
+def _epoch_row(epoch: int, sums: dict, valid_correct: int, num_valid: int, seconds: float) -> dict:
+  return {
+      "epoch": epoch,
+      "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
+      "train_accuracy": float(sums["correct"]) / float(sums["count"]),
+      "valid_accuracy": int(valid_correct) / num_valid,
+      "seconds": round(seconds, 4),
+  }
+
+
+def _divergence_message(config: Config, row: dict, workdir: Path) -> str:
+  return (f"Training diverged: the mean training loss became {row['train_loss']} in epoch "
+          f"{row['epoch']} of {config.model} with learning rate {config.learning_rate}. The step "
+          f"size is too large for this model; try a smaller one, e.g. --lr={config.learning_rate / 10:g}. "
+          f"The metrics of the finished epochs are in {workdir / 'metrics.csv'}.")
+
+
+def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: bool = True) -> dict:
+  """Trains `config` on `mnist`, writing the run's files into `workdir`.
+
+  Returns:
+    The summary that is also written to workdir/summary.json.
+  Raises:
+    UserError: for invalid settings or an unusable workdir.
+    TrainingDiverged: when the loss turns NaN or inf (the metrics so far are kept).
+  """
+  workdir = Path(workdir)
+  validate_config(config, len(mnist.train_labels))
+  prepare_workdir(workdir)
+  report.write_json(workdir / "config.json", dataclasses.asdict(config))
+
+  train_indices, valid_indices = data.split_train_valid(
+      len(mnist.train_labels), config.valid_fraction, config.seed)
+  images, labels = jax.device_put(mnist.train_images), jax.device_put(mnist.train_labels)
+  test_images, test_labels = jax.device_put(mnist.test_images), jax.device_put(mnist.test_labels)
+  train_indices, valid_indices = jax.device_put(train_indices), jax.device_put(valid_indices)
+
+  model = models.build_model(config.model, config.init)
+  optimizer = _make_optimizer(config)
+  init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
+  params = model.init(init_key, jnp.zeros((1, *mnist.train_images.shape[1:]), jnp.float32))["params"]
+  state = steps.create_train_state(params, optimizer)
+
+  train_epoch = jax.jit(partial(steps.train_epoch, batch_size=config.batch_size,
+                                apply_fn=model.apply, optimizer=optimizer), donate_argnums=0)
+  count_correct = jax.jit(partial(steps.count_correct, batch_size=config.eval_batch_size,
+                                  apply_fn=model.apply))
+
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+
+  rows = []
+  bar = tqdm(range(1, config.epochs + 1), desc=config.model, unit="epoch", disable=not progress,
+             file=sys.stderr, dynamic_ncols=True)
+  started = time.perf_counter()
+  for epoch in bar:
+    epoch_start = time.perf_counter()
+    state, sums = train_epoch(state, images, labels, train_indices, jax.random.fold_in(shuffle_key, epoch))
+    valid_correct = count_correct(state.params, images, labels, valid_indices)
+    sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
+    row = _epoch_row(epoch, sums, valid_correct, len(valid_indices), time.perf_counter() - epoch_start)
+    rows.append(row)
+    report.write_metrics_csv(workdir / "metrics.csv", rows)
+    if not math.isfinite(row["train_loss"]):
+      summary = {"status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
+                 "data_source": mnist.source}
+      report.write_json(workdir / "summary.json", summary)
+      bar.close()
+      raise TrainingDiverged(_divergence_message(config, row, workdir))
+    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
+  bar.close()
+  train_seconds = time.perf_counter() - started
+
+  test_correct = count_correct(state.params, test_images, test_labels,
+                               jnp.arange(len(mnist.test_labels), dtype=jnp.int32))
+  summary = {
+      "status": "finished",
+      "config": dataclasses.asdict(config),
+      "epochs_completed": config.epochs,
+      "valid_accuracy": rows[-1]["valid_accuracy"],
+      "test_accuracy": int(test_correct) / len(mnist.test_labels),
+      "train_seconds": round(train_seconds, 3),
+      "first_epoch_seconds": rows[0]["seconds"],  # includes compilation
+      "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]])), 4),
+      "data_source": mnist.source,
+      "data_verified": mnist.verified,
+      "device": str(jax.devices()[0].device_kind),
+      "platform": jax.default_backend(),
+      "jax_version": jax.__version__,
+      "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+  }
+  report.write_json(workdir / "summary.json", summary)
+  report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {config.model}", POST_RESULTS.get(config.model))
+  return summary
+
+
+def parse_args(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m jaxmnist.train",
+      description="Train one of the post's MNIST models. Defaults reproduce the post's setup.")
+  parser.add_argument("--model", default="mlp3", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
+  parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
+  parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="SGD learning rate")
+  parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
+  parser.add_argument("--valid-fraction", type=float, help="share of the 60k held out (the post: 0.2)")
+  parser.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffling")
+  parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
+  parser.add_argument("--source", default="auto", help=f"data source: auto or one of {', '.join(data.SOURCES)}")
+  parser.add_argument("--data-dir", help="a directory with the four MNIST IDX files (gzipped or not)")
+  parser.add_argument("--unverified", action="store_true",
+                      help="with --source=dir: accept IDX files that are not canonical MNIST")
+  parser.add_argument("--cache-dir", help=f"where verified MNIST is cached (default ${data.CACHE_ENV_VAR} "
+                      "or ~/.cache/jaxmnist)")
+  parser.add_argument("--workdir", help="run directory (default runs/MODEL-DATE-TIME)")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+  if args.model not in PRESETS:
+    raise UserError(f"Unknown model {args.model!r}. Choose one of: {', '.join(PRESETS)}, "
+                    f"e.g. --model=mlp3.")
+  overrides = {name: getattr(args, name) for name in
+               ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init")
+               if getattr(args, name) is not None}
+  return dataclasses.replace(PRESETS[args.model], **overrides)
+
+
+def run(argv=None) -> dict:
+  args = parse_args(argv)
+  config = config_from_args(args)
+  validate_config(config, 60000)  # fail before any data is fetched; rechecked against the real data
+  workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+  prepare_workdir(workdir)
+  mnist = data.load_mnist(args.source, args.data_dir, args.cache_dir, verify=not args.unverified)
+  print(f"data: {mnist.source}")
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); run directory: {workdir}")
+  summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress)
+  print("\n".join(report.comparison_lines(summary, POST_RESULTS.get(config.model))))
+  print(f"files: {workdir}/{{config.json, metrics.csv, accuracy.png, summary.json}}")
+  return summary
+
+
+def main(argv=None) -> None:
+  try:
+    run(argv)
+  except (UserError, TrainingDiverged) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:
+    print("interrupted: the metrics of the finished epochs are in the run directory.", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,57 @@
+"""Shared fixtures: CPU only, strict rank promotion, a PRNG key, and tiny MNIST-shaped data."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxmnist import data, idx  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+  return jax.random.key(0)
+
+
+def make_separable(num_examples: int, seed: int = 0):
+  """Images where class k lights up row band k: a toy set any of the models can learn fully."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, size=num_examples).astype(np.int32)
+  images = rng.integers(0, 40, size=(num_examples, 28, 28), dtype=np.uint8)
+  for i, label in enumerate(labels):
+    images[i, 2 * label + 4: 2 * label + 6, 4:24] = 255
+  return images, labels
+
+
+def write_idx_dir(path, num_train=600, num_test=100, gzip_files=False):
+  """Writes four small IDX files (not canonical MNIST) as a --data-dir for --unverified runs."""
+  import gzip  # pylint: disable=g-import-not-at-top
+
+  path.mkdir(parents=True, exist_ok=True)
+  for split, num in (("train", num_train), ("test", num_test)):
+    images, labels = make_separable(num, seed=0 if split == "train" else 1)
+    for name, array in zip(idx.SPLIT_FILES[split], (images, labels.astype(np.uint8))):
+      raw = idx.encode_idx(array)
+      if gzip_files:
+        (path / f"{name}.gz").write_bytes(gzip.compress(raw))
+      else:
+        (path / name).write_bytes(raw)
+  return path
+
+
+@pytest.fixture
+def tiny_mnist():
+  train_images, train_labels = make_separable(600, seed=0)
+  test_images, test_labels = make_separable(100, seed=1)
+  return data.Mnist(train_images[..., None], train_labels, test_images[..., None], test_labels,
+                    source="tiny separable fake data", verified=False)
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+  return write_idx_dir(tmp_path / "idx")
