@@ -44,6 +44,7 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 
   epochs = [r["epoch"] for r in rows]
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -51,6 +52,7 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
   ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation")
   if post is not None:
     ax.axhline(post.valid, color="gray", linestyle="--", label=f"post's validation ({post.valid})")
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel("epoch")
   ax.set_ylabel("accuracy")
   ax.set_title(title)

@@ -202,8 +202,9 @@ def run(argv=None) -> dict:
   validate_config(config, 60000)  # fail before any data is fetched; rechecked against the real data
   workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
   prepare_workdir(workdir)
+  load_start = time.perf_counter()
   mnist = data.load_mnist(args.source, args.data_dir, args.cache_dir, verify=not args.unverified)
-  print(f"data: {mnist.source}")
+  print(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); run directory: {workdir}")
   summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress)
   print("\n".join(report.comparison_lines(summary, POST_RESULTS.get(config.model))))

@@ -1,0 +1,90 @@
+"""`python -m jaxmnist.train` as a user runs it: a subprocess, on tiny IDX data, good and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxmnist import report
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd, cache_dir):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXMNIST_CACHE_DIR": str(cache_dir),
+         "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  return subprocess.run([sys.executable, "-m", "jaxmnist.train", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture
+def cli(tmp_path, idx_dir):
+  def call(*args, data=True):
+    data_args = ("--source=dir", f"--data-dir={idx_dir}", "--unverified") if data else ()
+    return run_cli("--no-progress", *data_args, *args, cwd=tmp_path, cache_dir=tmp_path / "cache")
+  return call
+
+
+def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
+  result = cli("--model=tiny", "--workdir=run")
+  assert result.returncode == 0, result.stderr
+  assert "unverified" in result.stdout  # it says which data it used
+  assert "validation accuracy" in result.stdout and "test accuracy" in result.stdout
+  run = tmp_path / "run"
+  rows = report.read_metrics_csv(run / "metrics.csv")
+  assert [r["epoch"] for r in rows] == [1, 2]
+  assert list(rows[0]) == list(report.METRIC_FIELDS)
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["data_verified"] is False
+  assert summary["valid_accuracy"] > 0.9  # the toy set is separable
+  assert json.loads((run / "config.json").read_text())["batch_size"] == 32
+  assert (run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert not list(run.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--model=resnet50",), "Unknown model 'resnet50'"),
+    (("--lr=0",), "learning rate must be a positive number"),
+    (("--lr=-0.1",), "learning rate must be a positive number"),
+    (("--epochs=0",), "epochs must be at least 1"),
+    (("--batch-size=0",), "batch size must be between 1 and"),
+    (("--batch-size=481",), "batch size must be between 1 and the 480 training examples"),
+    (("--valid-fraction=0",), "strictly between 0 and 1"),
+    (("--valid-fraction=1.5",), "strictly between 0 and 1"),
+    (("--init=xavier",), "unknown init 'xavier'"),
+])
+def test_bad_settings_exit_2_with_one_paragraph(cli, args, message):
+  result = cli("--model=tiny", *args)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_data_dir_exits_2(cli, tmp_path):
+  result = cli("--model=tiny", "--source=dir", f"--data-dir={tmp_path / 'nowhere'}", data=False)
+  assert result.returncode == 2
+  assert "is not a readable directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_existing_run_is_never_overwritten(cli, tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "metrics.csv").write_text("precious\n")
+  result = cli("--model=tiny", "--workdir=run")
+  assert result.returncode == 2 and "already holds a run" in result.stderr
+  assert (run / "metrics.csv").read_text() == "precious\n"
+
+
+def test_nan_loss_stops_with_advice_and_keeps_metrics(cli, tmp_path):
+  result = cli("--model=tiny", "--epochs=5", "--lr=1e9", "--workdir=run")
+  assert result.returncode == 3, result.stdout + result.stderr
+  assert "Training diverged" in result.stderr and "learning rate 1000000000.0" in result.stderr
+  assert "--lr=1e+08" in result.stderr and "Traceback" not in result.stderr
+  rows = report.read_metrics_csv(tmp_path / "run" / "metrics.csv")  # intact and parseable
+  assert 1 <= len(rows) < 5
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["status"] == "diverged" and summary["epochs_completed"] == len(rows)
