@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import pickle
 import shutil
 import subprocess
@@ -137,6 +138,9 @@ def read_tfds() -> tuple[IdxFiles, str]:
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
+
+  # tfds logs a warning for every dataset it finds unprepared; the DataError below says it once.
+  logging.getLogger("absl").setLevel(logging.ERROR)
 
   # Preparing MNIST (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
   can_prepare = importlib.util.find_spec("tensorflow") is not None
