@@ -93,16 +93,20 @@ def padded_batches(indices_N: jax.Array, batch_size: int):
   return padded.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
+def shuffled_batches(key, train_indices_T: jax.Array, batch_size: int):
+  """This epoch's batches: a seeded permutation of the training indices, cut by `padded_batches`."""
+  return padded_batches(jax.random.permutation(key, train_indices_T), batch_size)
+
+
 def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int,
                 apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
-  """One pass over `train_indices_T` in a seeded random order, with batches cut on the device.
+  """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`.
 
   Returns:
     The new state and the epoch's sums: loss_sum, correct, count.
   """
   images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  order_T = jax.random.permutation(key, train_indices_T)
-  batch_indices, batch_weights = padded_batches(order_T, batch_size)
+  batch_indices, batch_weights = shuffled_batches(key, train_indices_T, batch_size)
 
   def body(state, batch):
     indices_B, weights_B = batch
@@ -111,6 +115,22 @@ def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, ke
 
   state, metrics = jax.lax.scan(body, state, (batch_indices, batch_weights))
   return state, jax.tree.map(jnp.sum, metrics)
+
+
+def train_step_at(state: TrainState, sums: dict, images_NxHxWxC, labels_N, batch_indices, batch_weights,
+                  i, *, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
+  """Step `i` of an epoch cut by `shuffled_batches`, adding its metrics to `sums`.
+
+  The per-batch form of `train_epoch`, for a Python loop over one jitted step: the batch is picked
+  and gathered on the device, and the metrics stay there until the epoch ends.
+  """
+  state, metrics = train_step(state, images_NxHxWxC[batch_indices[i]], labels_N[batch_indices[i]],
+                              batch_weights[i], apply_fn=apply_fn, optimizer=optimizer)
+  return state, jax.tree.map(jnp.add, sums, metrics)
+
+
+def zero_sums() -> dict:
+  return {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
 
 
 def count_correct(params, images_NxHxWxC, labels_N, indices_M, *, batch_size: int,

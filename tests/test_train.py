@@ -1,0 +1,53 @@
+"""The training loop: both loop structures agree, and a whole run works in-process on tiny data."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmnist import models, steps, train
+from jaxmnist.configs import PRESETS
+from tests.conftest import make_separable
+
+
+def _epoch_after(loop: str):
+  config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=16, loop=loop)
+  model = models.build_model(config.model)
+  optimizer = train.make_optimizer(config)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  state = steps.create_train_state(params, optimizer)
+  images, labels = make_separable(120)
+  epoch = train.make_epoch_fn(config, model.apply, optimizer)
+  images, labels = jnp.asarray(images[..., None]), jnp.asarray(labels)
+  train_indices = jnp.arange(100, dtype=jnp.int32)  # 100 = 6 batches of 16 + 4: a padded last batch
+  for i in range(2):
+    state, sums = epoch(state, images, labels, train_indices, jax.random.key(i))
+  return state, jax.device_get(sums)
+
+
+def test_scan_and_python_loops_take_the_same_steps():
+  scan_state, scan_sums = _epoch_after("scan")
+  python_state, python_sums = _epoch_after("python")
+  assert int(scan_state.step) == int(python_state.step) == 14
+  for a, b in zip(jax.tree.leaves(scan_state.params), jax.tree.leaves(python_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert scan_sums["count"] == python_sums["count"] == 100
+  np.testing.assert_allclose(scan_sums["loss_sum"], python_sums["loss_sum"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("loop", train.LOOPS)
+def test_train_and_evaluate_in_process(tiny_mnist, tmp_path, loop):
+  config = dataclasses.replace(PRESETS["tiny"], loop=loop)
+  summary = train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
+  assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+  assert summary["valid_accuracy"] > 0.9 and summary["test_accuracy"] > 0.9
+  assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+
+
+def test_unknown_loop_is_a_user_error(tiny_mnist, tmp_path):
+  config = dataclasses.replace(PRESETS["tiny"], loop="vmap")
+  with pytest.raises(train.UserError, match="unknown loop 'vmap'"):
+    train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
