@@ -38,7 +38,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, steps, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -103,15 +103,15 @@ def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: in
   config = dataclasses.replace(PRESETS[name], loop=loop)
   model = models.build_model(name)
   optimizer = train.make_optimizer(config)
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  state = steps.create_train_state(params, optimizer)
-  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer)
-  images, labels = jax.device_put(mnist.train_images), jax.device_put(mnist.train_labels)
-  indices = jax.device_put(train_indices)
+  mesh = parallel.make_mesh()
+  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  images, labels = parallel.shard_dataset(mnist.train_images, mesh), parallel.shard_dataset(mnist.train_labels, mesh)
+  indices = parallel.replicate(train_indices, mesh)
   holder = {"state": state}
 
   def one_epoch(i):
-    holder["state"], sums = epoch_fn(holder["state"], images, labels, indices, jax.random.key(i))
+    holder["state"], sums = epoch_fn(holder["state"], images, labels, indices, i)
     return sums
 
   first = _timed(lambda: one_epoch(0))

@@ -93,39 +93,69 @@ def padded_batches(indices_N: jax.Array, batch_size: int):
   return padded.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
+def epoch_key(seed: int, epoch) -> jax.Array:
+  """The shuffling key of an epoch: derived inside the jit from plain integers, so every process of
+  a multi-host job computes the same one without transferring keys."""
+  return jax.random.fold_in(jax.random.split(jax.random.key(seed))[1], epoch)
+
+
+def init_key(seed: int) -> jax.Array:
+  return jax.random.split(jax.random.key(seed))[0]
+
+
 def shuffled_batches(key, train_indices_T: jax.Array, batch_size: int):
   """This epoch's batches: a seeded permutation of the training indices, cut by `padded_batches`."""
   return padded_batches(jax.random.permutation(key, train_indices_T), batch_size)
 
 
+def _constrain(tree, sharding):
+  return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def gather_batches(images_NxHxWxC, labels_N, batch_indices_SxB, batch_weights_SxB, sharding=None):
+  """Gathers [steps, batch] examples at once, split along the batch axis when `sharding` says so.
+
+  With the training set sharded over devices this is the epoch's only data movement; afterwards
+  every step reads only the slice of its batch that its device holds.
+  """
+  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
+  batches = (images_NxHxWxC[batch_indices_SxB], labels_N[batch_indices_SxB], batch_weights_SxB)
+  return _constrain(batches, sharding)
+
+
+def epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int, sharding=None):
+  """The epoch's shuffled batches: images [S,B,H,W,C], labels [S,B], weights [S,B] (0 = padding)."""
+  batch_indices, batch_weights = shuffled_batches(key, train_indices_T, batch_size)
+  return gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
+
+
 def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int,
-                apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
+                apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None):
   """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`.
 
   Returns:
     The new state and the epoch's sums: loss_sum, correct, count.
   """
-  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  batch_indices, batch_weights = shuffled_batches(key, train_indices_T, batch_size)
+  batches = epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, batch_size=batch_size,
+                          sharding=sharding)
 
   def body(state, batch):
-    indices_B, weights_B = batch
-    return train_step(state, images_NxHxWxC[indices_B], labels_N[indices_B], weights_B,
-                      apply_fn=apply_fn, optimizer=optimizer)
+    return train_step(state, *batch, apply_fn=apply_fn, optimizer=optimizer)
 
-  state, metrics = jax.lax.scan(body, state, (batch_indices, batch_weights))
+  state, metrics = jax.lax.scan(body, state, batches)
   return state, jax.tree.map(jnp.sum, metrics)
 
 
-def train_step_at(state: TrainState, sums: dict, images_NxHxWxC, labels_N, batch_indices, batch_weights,
-                  i, *, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
-  """Step `i` of an epoch cut by `shuffled_batches`, adding its metrics to `sums`.
+def train_step_at(state: TrainState, sums: dict, batches, i, *, apply_fn: ApplyFn,
+                  optimizer: optax.GradientTransformation):
+  """Step `i` of an epoch cut by `epoch_batches`, adding its metrics to `sums`.
 
   The per-batch form of `train_epoch`, for a Python loop over one jitted step: the batch is picked
-  and gathered on the device, and the metrics stay there until the epoch ends.
+  on the device, and the metrics stay there until the epoch ends.
   """
-  state, metrics = train_step(state, images_NxHxWxC[batch_indices[i]], labels_N[batch_indices[i]],
-                              batch_weights[i], apply_fn=apply_fn, optimizer=optimizer)
+  images_SxBxHxWxC, labels_SxB, weights_SxB = batches
+  state, metrics = train_step(state, images_SxBxHxWxC[i], labels_SxB[i], weights_SxB[i],
+                              apply_fn=apply_fn, optimizer=optimizer)
   return state, jax.tree.map(jnp.add, sums, metrics)
 
 
@@ -133,17 +163,16 @@ def zero_sums() -> dict:
   return {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
 
 
-def count_correct(params, images_NxHxWxC, labels_N, indices_M, *, batch_size: int,
-                  apply_fn: ApplyFn) -> jax.Array:
+def count_correct(params, images_NxHxWxC, labels_N, indices_M, *, batch_size: int, apply_fn: ApplyFn,
+                  sharding=None) -> jax.Array:
   """How many of the examples `indices_M` the model classifies correctly (an int32 count)."""
-  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  batch_indices, batch_weights = padded_batches(indices_M, batch_size)
+  batches = gather_batches(images_NxHxWxC, labels_N, *padded_batches(indices_M, batch_size), sharding)
 
   def body(total, batch):
-    indices_B, weights_B = batch
-    logits_BxC = apply_fn({"params": params}, images_to_inputs(images_NxHxWxC[indices_B]))
-    correct_B = batch_is_correct(logits_BxC, labels_N[indices_B]) & (weights_B > 0)
+    images_BxHxWxC, labels_B, weights_B = batch
+    logits_BxC = apply_fn({"params": params}, images_to_inputs(images_BxHxWxC))
+    correct_B = batch_is_correct(logits_BxC, labels_B) & (weights_B > 0)
     return total + jnp.sum(correct_B, dtype=jnp.int32), None
 
-  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), (batch_indices, batch_weights))
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), batches)
   return total

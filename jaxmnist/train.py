@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmnist import data, models, report, steps
+from jax.sharding import Mesh
+
+from jaxmnist import data, models, parallel, report, steps
 from jaxmnist.configs import POST_RESULTS, PRESETS, Config
 from jaxmnist.errors import TrainingDiverged, UserError
 
@@ -74,27 +76,59 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   return optax.sgd(config.learning_rate)  # the post's torch.optim.SGD: no momentum, no decay
 
 
-def make_epoch_fn(config: Config, apply_fn, optimizer):
-  """A compiled `epoch(state, images, labels, train_indices, key) -> (state, sums)` for config.loop.
+def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
+  """A compiled `epoch(state, images, labels, train_indices, epoch) -> (state, sums)` for config.loop.
 
-  Both loops run the same steps on the same batches; they differ only in how often the host
-  dispatches work (once per epoch, or once per batch).
+  Both loops run the same steps on the same batches, split over the mesh's devices; they differ
+  only in how often the host dispatches work (once per epoch, or once per batch).
   """
+  sharding = parallel.batch_sharding(mesh)
+  key = partial(steps.epoch_key, config.seed)
   if config.loop == "scan":
-    return jax.jit(partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,
-                           optimizer=optimizer), donate_argnums=0)
-  cut = jax.jit(partial(steps.shuffled_batches, batch_size=config.batch_size))
+    train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,
+                          optimizer=optimizer, sharding=sharding)
+    return jax.jit(lambda state, images, labels, indices, epoch:
+                   train_epoch(state, images, labels, indices, key(epoch)), donate_argnums=0)
+  cut = jax.jit(lambda images, labels, indices, epoch: steps.epoch_batches(
+      images, labels, indices, key(epoch), batch_size=config.batch_size, sharding=sharding))
   step = jax.jit(partial(steps.train_step_at, apply_fn=apply_fn, optimizer=optimizer),
                  donate_argnums=(0, 1))
 
-  def epoch(state, images, labels, train_indices, key):
-    batch_indices, batch_weights = cut(key, train_indices)
-    sums = steps.zero_sums()
-    for i in range(batch_indices.shape[0]):
-      state, sums = step(state, sums, images, labels, batch_indices, batch_weights, i)
+  def epoch_fn(state, images, labels, indices, epoch):
+    batches = cut(images, labels, indices, epoch)
+    sums = jax.device_put(steps.zero_sums(), parallel.replicated(mesh))
+    for i in range(batches[0].shape[0]):
+      state, sums = step(state, sums, batches, i)
     return state, sums
 
-  return epoch
+  return epoch_fn
+
+
+def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) -> steps.TrainState:
+  """Parameters and optimizer state, created replicated on every device of the mesh in one jit.
+
+  (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
+  """
+  def init(key):
+    params = model.init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+    return steps.create_train_state(params, optimizer)
+
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(steps.init_key(config.seed))
+
+
+def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
+  """The images and labels on the devices, split along the examples; the split's indices replicated."""
+  train_indices, valid_indices = data.split_train_valid(len(mnist.train_labels), config.valid_fraction,
+                                                        config.seed)
+  return {
+      "images": parallel.shard_dataset(mnist.train_images, mesh),
+      "labels": parallel.shard_dataset(mnist.train_labels, mesh),
+      "test_images": parallel.shard_dataset(mnist.test_images, mesh),
+      "test_labels": parallel.shard_dataset(mnist.test_labels, mesh),
+      "train_indices": parallel.replicate(train_indices, mesh),
+      "valid_indices": parallel.replicate(valid_indices, mesh),
+      "test_indices": parallel.replicate(np.arange(len(mnist.test_labels), dtype=np.int32), mesh),
+  }
 
 
 def _epoch_row(epoch: int, sums: dict, valid_correct: int, num_valid: int, seconds: float) -> dict:
@@ -114,63 +148,63 @@ def _divergence_message(config: Config, row: dict, workdir: Path) -> str:
           f"The metrics of the finished epochs are in {workdir / 'metrics.csv'}.")
 
 
-def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: bool = True) -> dict:
-  """Trains `config` on `mnist`, writing the run's files into `workdir`.
+def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: bool = True,
+                       mesh: Mesh | None = None) -> dict:
+  """Trains `config` on `mnist` over the devices of `mesh` (default: all), writing into `workdir`.
 
   Returns:
-    The summary that is also written to workdir/summary.json.
+    The summary that is also written to workdir/summary.json (by process 0 only).
   Raises:
     UserError: for invalid settings or an unusable workdir.
     TrainingDiverged: when the loss turns NaN or inf (the metrics so far are kept).
   """
-  workdir = Path(workdir)
+  workdir, mesh = Path(workdir), mesh or parallel.make_mesh()
+  writes = parallel.is_main_process()
   validate_config(config, len(mnist.train_labels))
-  prepare_workdir(workdir)
-  report.write_json(workdir / "config.json", dataclasses.asdict(config))
+  parallel.check_divisible(config.batch_size, mesh)
+  if writes:
+    prepare_workdir(workdir)
+    report.write_json(workdir / "config.json", dataclasses.asdict(config))
 
-  train_indices, valid_indices = data.split_train_valid(
-      len(mnist.train_labels), config.valid_fraction, config.seed)
-  images, labels = jax.device_put(mnist.train_images), jax.device_put(mnist.train_labels)
-  test_images, test_labels = jax.device_put(mnist.test_images), jax.device_put(mnist.test_labels)
-  train_indices, valid_indices = jax.device_put(train_indices), jax.device_put(valid_indices)
-
+  arrays = place_data(mnist, config, mesh)
+  num_valid = len(arrays["valid_indices"])
   model = models.build_model(config.model, config.init)
   optimizer = make_optimizer(config)
-  init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
-  # One jitted init: eager init would compile every initialiser op separately (~0.8 s at start-up).
-  params = jax.jit(model.init)(init_key, jnp.zeros((1, *mnist.train_images.shape[1:]), jnp.float32))["params"]
-  state = steps.create_train_state(params, optimizer)
-
-  train_epoch = make_epoch_fn(config, model.apply, optimizer)
-  count_correct = jax.jit(partial(steps.count_correct, batch_size=config.eval_batch_size,
-                                  apply_fn=model.apply))
+  state = init_train_state(config, model, optimizer, mesh, mnist.train_images.shape[1:])
+  train_epoch = make_epoch_fn(config, model.apply, optimizer, mesh)
+  # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change.
+  eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
+  count_correct = jax.jit(partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=model.apply,
+                                  sharding=parallel.batch_sharding(mesh)))
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
   rows = []
-  bar = tqdm(range(1, config.epochs + 1), desc=config.model, unit="epoch", disable=not progress,
-             file=sys.stderr, dynamic_ncols=True)
+  bar = tqdm(range(1, config.epochs + 1), desc=config.model, unit="epoch",
+             disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
   started = time.perf_counter()
   for epoch in bar:
     epoch_start = time.perf_counter()
-    state, sums = train_epoch(state, images, labels, train_indices, jax.random.fold_in(shuffle_key, epoch))
-    valid_correct = count_correct(state.params, images, labels, valid_indices)
+    state, sums = train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
+    valid_correct = count_correct(state.params, arrays["images"], arrays["labels"], arrays["valid_indices"])
     sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
-    row = _epoch_row(epoch, sums, valid_correct, len(valid_indices), time.perf_counter() - epoch_start)
+    row = _epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start)
     rows.append(row)
-    report.write_metrics_csv(workdir / "metrics.csv", rows)
+    if writes:
+      report.write_metrics_csv(workdir / "metrics.csv", rows)
     if not math.isfinite(row["train_loss"]):
-      summary = {"status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
-                 "data_source": mnist.source}
-      report.write_json(workdir / "summary.json", summary)
       bar.close()
+      if writes:
+        report.write_json(workdir / "summary.json", {
+            "status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
+            "data_source": mnist.source})
       raise TrainingDiverged(_divergence_message(config, row, workdir))
     bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
   bar.close()
   train_seconds = time.perf_counter() - started
 
-  test_correct = count_correct(state.params, test_images, test_labels,
-                               jnp.arange(len(mnist.test_labels), dtype=jnp.int32))
+  test_correct = count_correct(state.params, arrays["test_images"], arrays["test_labels"],
+                               arrays["test_indices"])
   summary = {
       "status": "finished",
       "config": dataclasses.asdict(config),
@@ -184,11 +218,15 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
       "data_verified": mnist.verified,
       "device": str(jax.devices()[0].device_kind),
       "platform": jax.default_backend(),
+      "num_devices": int(mesh.size),
+      "num_processes": jax.process_count(),
       "jax_version": jax.__version__,
       "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
   }
-  report.write_json(workdir / "summary.json", summary)
-  report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {config.model}", POST_RESULTS.get(config.model))
+  if writes:
+    report.write_json(workdir / "summary.json", summary)
+    report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {config.model}",
+                         POST_RESULTS.get(config.model))
   return summary
 
 
@@ -212,6 +250,10 @@ def parse_args(argv) -> argparse.Namespace:
   parser.add_argument("--cache-dir", help=f"where verified MNIST is cached (default ${data.CACHE_ENV_VAR} "
                       "or ~/.cache/jaxmnist)")
   parser.add_argument("--workdir", help="run directory (default runs/MODEL-DATE-TIME)")
+  parser.add_argument("--num-devices", type=int, help="train on the first N devices (default: all, "
+                      "data parallel; the global batch is split evenly over them)")
+  parser.add_argument("--distributed", action="store_true", help="join a multi-host job first "
+                      "(jax.distributed.initialize(); automatic when JAX_COORDINATOR_ADDRESS is set)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
 
@@ -237,17 +279,24 @@ def run(argv=None) -> dict:
   args = parse_args(argv)
   config = config_from_args(args)
   validate_config(config, 60000)  # fail before any data is fetched; rechecked against the real data
+  parallel.maybe_initialize_distributed(args.distributed)
+  mesh = parallel.make_mesh(args.num_devices)
+  parallel.check_divisible(config.batch_size, mesh)
+  writes = parallel.is_main_process()
+  say = print if writes else (lambda *_: None)
   workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-  prepare_workdir(workdir)
+  if writes:
+    prepare_workdir(workdir)
   cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
   enable_compilation_cache(cache_dir)
   load_start = time.perf_counter()
   mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified)
-  print(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); run directory: {workdir}")
-  summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress)
-  print("\n".join(report.comparison_lines(summary, POST_RESULTS.get(config.model))))
-  print(f"files: {workdir}/{{config.json, metrics.csv, accuracy.png, summary.json}}")
+  say(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
+  say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
+      f"{jax.process_count()} process(es)); run directory: {workdir}")
+  summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh)
+  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(config.model))))
+  say(f"files: {workdir}/{{config.json, metrics.csv, accuracy.png, summary.json}}")
   return summary
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import models, steps, train
+from jaxmnist import models, parallel, train
 from jaxmnist.configs import PRESETS
 from tests.conftest import make_separable
 
@@ -17,14 +17,14 @@ def _epoch_after(loop: str):
   config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=16, loop=loop)
   model = models.build_model(config.model)
   optimizer = train.make_optimizer(config)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  state = steps.create_train_state(params, optimizer)
+  mesh = parallel.make_mesh()
+  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   images, labels = make_separable(120)
-  epoch = train.make_epoch_fn(config, model.apply, optimizer)
+  epoch = train.make_epoch_fn(config, model.apply, optimizer, mesh)
   images, labels = jnp.asarray(images[..., None]), jnp.asarray(labels)
   train_indices = jnp.arange(100, dtype=jnp.int32)  # 100 = 6 batches of 16 + 4: a padded last batch
   for i in range(2):
-    state, sums = epoch(state, images, labels, train_indices, jax.random.key(i))
+    state, sums = epoch(state, images, labels, train_indices, i)
   return state, jax.device_get(sums)
 
 

@@ -1,0 +1,70 @@
+"""Runs in a subprocess with 8 simulated CPU devices (XLA_FLAGS set by tests/test_parallel.py) and
+prints, as JSON, what the tests assert on. A subprocess, because the device count is fixed when
+the first JAX computation starts."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jaxmnist import models, parallel, steps, train  # noqa: E402
+from jaxmnist.configs import PRESETS  # noqa: E402
+from tests.conftest import make_separable  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def train_params(mesh, loop="scan", epochs=2):
+  config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32, loop=loop)
+  model = models.build_model(config.model)
+  optimizer = train.make_optimizer(config)
+  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  images, labels = make_separable(300)
+  images = parallel.shard_dataset(images[..., None], mesh)
+  labels = parallel.shard_dataset(labels, mesh)
+  indices = parallel.replicate(np.arange(250, dtype=np.int32), mesh)  # 250 = 7 x 32 + 26
+  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  for epoch in range(1, epochs + 1):
+    state, sums = epoch_fn(state, images, labels, indices, epoch)
+  return state, jax.device_get(sums)
+
+
+def max_difference(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def main():
+  mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
+  images = parallel.shard_dataset(np.zeros((100, 28, 28, 1), np.uint8), mesh8)  # padded to 104
+  batches = jax.jit(lambda i, l, idx: steps.epoch_batches(
+      i, l, idx, jax.random.key(0), batch_size=32, sharding=parallel.batch_sharding(mesh8)))(
+          images, parallel.shard_dataset(np.zeros(100, np.int32), mesh8),
+          parallel.replicate(np.arange(90, dtype=np.int32), mesh8))
+  state8, sums8 = train_params(mesh8)
+  state1, sums1 = train_params(mesh1)
+  state8_python, _ = train_params(mesh8, loop="python")
+  print(json.dumps({
+      "device_count": jax.device_count(),
+      "dataset_shape": images.shape,
+      "dataset_shard_shapes": sorted({s.data.shape for s in images.addressable_shards}),
+      "dataset_devices": len({s.device for s in images.addressable_shards}),
+      "batch_spec": list(batches[0].sharding.spec),
+      "batch_shard_shapes": sorted({s.data.shape for s in batches[0].addressable_shards}),
+      "batch_devices": len({s.device for s in batches[0].addressable_shards}),
+      "params_spec": list(jax.tree.leaves(state8.params)[0].sharding.spec),
+      "steps": [int(state8.step), int(state1.step)],
+      "params_max_diff_8_vs_1": max_difference(state8.params, state1.params),
+      "params_max_abs": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(state1.params)),
+      "loss_sum": [float(sums8["loss_sum"]), float(sums1["loss_sum"])],
+      "params_max_diff_python_vs_scan": max_difference(state8_python.params, state8.params),
+  }))
+
+
+if __name__ == "__main__":
+  main()

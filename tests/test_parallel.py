@@ -1,0 +1,67 @@
+"""Data parallelism on 8 simulated CPU devices: sharded data and batches, the same parameters as on
+one device, and the CLI end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_cli import REPO_ROOT, run_cli
+
+EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def eight_device_report():
+  result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "multidevice_worker.py")],
+                          env={**os.environ, **EIGHT_DEVICES}, capture_output=True, text=True,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_dataset_is_split_over_the_eight_devices(eight_device_report):
+  r = eight_device_report
+  assert r["device_count"] == 8
+  assert r["dataset_shape"][0] == 104  # 100 examples padded to a multiple of 8
+  assert r["dataset_shard_shapes"] == [[13, 28, 28, 1]] and r["dataset_devices"] == 8
+
+
+def test_each_device_holds_its_slice_of_every_batch(eight_device_report):
+  r = eight_device_report
+  assert r["batch_spec"] == [None, "data"]
+  assert r["batch_shard_shapes"] == [[3, 4, 28, 28, 1]]  # 3 steps, 32 / 8 examples each
+  assert r["batch_devices"] == 8
+  assert all(axis is None for axis in r["params_spec"])  # parameters replicated
+
+
+def test_eight_devices_give_the_parameters_of_one(eight_device_report):
+  r = eight_device_report
+  assert r["steps"] == [16, 16]
+  # Same batches, same updates: only the order of the gradient sums differs (float rounding).
+  assert r["params_max_diff_8_vs_1"] < 1e-5 * max(1.0, r["params_max_abs"])
+  assert abs(r["loss_sum"][0] - r["loss_sum"][1]) < 1e-4 * abs(r["loss_sum"][1])
+  assert r["params_max_diff_python_vs_scan"] < 1e-5 * max(1.0, r["params_max_abs"])
+
+
+def test_cli_trains_on_eight_devices(tmp_path, idx_dir, monkeypatch):
+  for name, value in EIGHT_DEVICES.items():
+    monkeypatch.setenv(name, value)
+  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
+                   "--workdir=run", cwd=tmp_path, cache_dir=tmp_path / "cache")
+  assert result.returncode == 0, result.stderr
+  assert "devices: 8 x cpu" in result.stdout
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["num_devices"] == 8 and summary["valid_accuracy"] > 0.9
+
+
+def test_batch_that_does_not_split_over_eight_devices_is_refused(tmp_path, idx_dir, monkeypatch):
+  for name, value in EIGHT_DEVICES.items():
+    monkeypatch.setenv(name, value)
+  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
+                   "--batch-size=30", cwd=tmp_path, cache_dir=tmp_path / "cache")
+  assert result.returncode == 2
+  assert "does not split evenly over the 8 devices" in result.stderr and "24 or 32" in result.stderr
+  assert "Traceback" not in result.stderr
