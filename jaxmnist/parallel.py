@@ -25,13 +25,23 @@ _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
 
 
 def maybe_initialize_distributed(force: bool = False) -> None:
-  """Joins a multi-host job: `jax.distributed.initialize()` finds the cluster on Cloud TPU and SLURM.
+  """Joins a multi-host job before anything touches a device.
 
-  Called before anything touches a device, when --distributed is given or a launcher set
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES.
+  With --distributed, or when a launcher set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES:
+  `jax.distributed.initialize()` finds the cluster itself on Cloud TPU, SLURM and Open MPI; on
+  other machines set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
   """
-  if force or any(os.environ.get(name) for name in _MULTIPROCESS_ENV):
-    jax.distributed.initialize()
+  if not (force or any(os.environ.get(name) for name in _MULTIPROCESS_ENV)):
+    return
+  kwargs = {}
+  for env_name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    value = os.environ.get(env_name)
+    if value:
+      if not value.isdigit():
+        raise UserError(f"{env_name}={value!r} is not a non-negative integer. Set it to the number of "
+                        f"processes (JAX_NUM_PROCESSES) or this process's rank (JAX_PROCESS_ID).")
+      kwargs[arg] = int(value)
+  jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

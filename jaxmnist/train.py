@@ -295,7 +295,7 @@ def run(argv=None) -> dict:
   say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
       f"{jax.process_count()} process(es)); run directory: {workdir}")
   summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh)
-  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(config.model))))
+  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(args.model))))
   say(f"files: {workdir}/{{config.json, metrics.csv, accuracy.png, summary.json}}")
   return summary
 

@@ -65,3 +65,36 @@ def test_batch_that_does_not_split_over_eight_devices_is_refused(tmp_path, idx_d
   assert result.returncode == 2
   assert "does not split evenly over the 8 devices" in result.stderr and "24 or 32" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_as_one_job_and_only_process_0_writes(tmp_path, idx_dir):
+  """A real multi-host launch on this machine: 2 processes x 2 CPU devices, a coordinator on loopback."""
+  port = _free_port()
+  processes = []
+  for rank in (0, 1):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": str(rank), "JAXMNIST_CACHE_DIR": str(tmp_path / f"cache{rank}"),
+           "PYTHONPATH": str(REPO_ROOT)}
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "jaxmnist.train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}",
+         "--unverified", f"--workdir=run{rank}", "--no-progress"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err
+  assert "devices: 4 x cpu (cpu, 2 process(es))" in outputs[0][0]
+  # Process 1 computes but prints nothing of its own (gloo's C++ logs its connections to stdout).
+  assert "data:" not in outputs[1][0] and "accuracy" not in outputs[1][0]
+  summary = json.loads((tmp_path / "run0" / "summary.json").read_text())
+  assert summary["num_processes"] == 2 and summary["num_devices"] == 4
+  assert summary["valid_accuracy"] > 0.9
+  assert not (tmp_path / "run1").exists()
