@@ -38,7 +38,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, report, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -102,7 +102,7 @@ def _timed(fn) -> float:
 def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: int) -> dict:
   config = dataclasses.replace(PRESETS[name], loop=loop)
   model = models.build_model(name)
-  optimizer = train.make_optimizer(config)
+  optimizer = train.make_optimizer(config, train.steps_per_epoch(config, len(train_indices)))
   mesh = parallel.make_mesh()
   state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
@@ -117,7 +117,7 @@ def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: in
   first = _timed(lambda: one_epoch(0))
   times = [_timed(lambda i=i: one_epoch(i)) for i in range(1, epochs + 1)]
   steady = statistics.median(times)
-  flops = training_flops_per_example(models.MODELS[name]) * len(train_indices)
+  flops = training_flops_per_example(models.MLP_HIDDEN_SIZES[name]) * len(train_indices)
   return {"first_epoch_s": first, "compile_s": max(first - steady, 0.0), "epoch_s": steady,
           "epoch_times_s": times, "samples_per_s": len(train_indices) / steady, "flops_per_epoch": flops,
           "flop_per_s": flops / steady}
@@ -147,7 +147,7 @@ def bench_torch(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: 
     run()
     times.append(time.perf_counter() - start)
   steady = statistics.median(times)
-  flops = training_flops_per_example(models.MODELS[name]) * len(train_indices)
+  flops = training_flops_per_example(models.MLP_HIDDEN_SIZES[name]) * len(train_indices)
   return {"epoch_s": steady, "epoch_times_s": times, "samples_per_s": len(train_indices) / steady,
           "flop_per_s": flops / steady, "threads": torch.get_num_threads()}
 
@@ -256,7 +256,7 @@ def main():
     peak = matmul_peak_flops()
   train_indices, _ = data.split_train_valid(len(mnist.train_labels), 0.2, seed=0)
   results = {"environment": environment(), "command": " ".join(["python", "experiments/bench.py", *sys.argv[1:]]),
-             "data": mnist.source, "num_train": len(train_indices), "epochs": epochs, "peak_flop_per_s": peak,
+             "data": report.portable(mnist.source), "num_train": len(train_indices), "epochs": epochs, "peak_flop_per_s": peak,
              "models": {}}
   if args.torch_worker:
     print(json.dumps({name: {loop: bench_torch(name, loop, mnist, train_indices, epochs)
@@ -264,7 +264,7 @@ def main():
     return
   for name in args.models.split(","):
     per_model = {"jax": {loop: bench_jax(name, loop, mnist, train_indices, epochs) for loop in train.LOOPS}}
-    matmul_s = matmul_only_epoch_s(models.MODELS[name], len(train_indices), repeats=1 if args.smoke else 3)
+    matmul_s = matmul_only_epoch_s(models.MLP_HIDDEN_SIZES[name], len(train_indices), repeats=1 if args.smoke else 3)
     per_model["matmul_only"] = {"epoch_s": matmul_s, "flop_per_s": per_model["jax"]["scan"]["flops_per_epoch"] / matmul_s}
     results["models"][name] = per_model
     print(f"{name}: " + ", ".join(f"{loop} {r['epoch_s']:.4f} s/epoch" for loop, r in per_model["jax"].items()),

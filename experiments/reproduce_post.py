@@ -172,7 +172,8 @@ def main():
             result = run_jax(name, mnist, args.epochs, seed)
           else:
             result = run_torch(name, mnist, args.epochs, seed, args.torch_loop)
-          result.update(framework=framework, model=name, seed=seed, epochs=args.epochs, data=mnist.source)
+          result.update(framework=framework, model=name, seed=seed, epochs=args.epochs,
+                        data=report.portable(mnist.source))
           path.write_text(json.dumps(result) + "\n")
         all_runs[name][framework].append(result)
         print(f"{framework} {name} seed {seed}: valid {result['valid_accuracy']:.4f}, test "

@@ -15,6 +15,15 @@ from jaxmnist.configs import PostResult
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
 
 
+def portable(text: str) -> str:
+  """`text` with this machine's cache and home folders written as $JAXMNIST_CACHE_DIR and ~, for
+  results that are committed and read elsewhere."""
+  cache = os.environ.get("JAXMNIST_CACHE_DIR")
+  if cache:
+    text = text.replace(str(Path(cache).expanduser()), "$JAXMNIST_CACHE_DIR")
+  return text.replace(str(Path.home()), "~")
+
+
 def write_atomic(path: Path, text: str) -> None:
   partial = path.with_name(f".{path.name}.partial")
   partial.write_text(text)

@@ -4,7 +4,7 @@ Every function here is pure; `jaxmnist.train` jits them where it uses them, so t
 plain. A whole epoch of steps is one `lax.scan`, so the host is involved once per epoch.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 ApplyFn = Callable[..., jax.Array]
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]  # (key, inputs_BxHxWxC) -> inputs
 
 
 class TrainState(NamedTuple):
@@ -20,10 +21,19 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 scalar: optimizer updates so far
   params: Any
   opt_state: Any
+  batch_stats: Any = None  # BatchNorm running statistics; {} for models without BatchNorm
 
 
-def create_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+def create_train_state(variables, optimizer: optax.GradientTransformation) -> TrainState:
+  """From `model.init`'s variables (or bare params, for models without BatchNorm)."""
+  params = variables["params"] if "params" in variables else variables
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                    batch_stats=variables.get("batch_stats", {}) if "params" in variables else {})
+
+
+def eval_variables(state: TrainState) -> dict:
+  """What `model.apply` needs in eval mode: the parameters and, if any, the running statistics."""
+  return {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
 
 
 def images_to_inputs(images_BxHxWxC: jax.Array) -> jax.Array:
@@ -31,9 +41,17 @@ def images_to_inputs(images_BxHxWxC: jax.Array) -> jax.Array:
   return images_BxHxWxC.astype(jnp.float32) / 255.0
 
 
-def cross_entropy_loss(logits_BxC: jax.Array, labels_B: jax.Array, weights_B: jax.Array) -> jax.Array:
-  """Softmax cross-entropy averaged over the examples whose weight is 1 (nn.CrossEntropyLoss's mean)."""
-  losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
+def cross_entropy_loss(logits_BxC: jax.Array, labels_B: jax.Array, weights_B: jax.Array,
+                       label_smoothing: float = 0.0) -> jax.Array:
+  """Softmax cross-entropy averaged over the examples whose weight is 1 (nn.CrossEntropyLoss's mean).
+
+  With label_smoothing a > 0 the target puts 1 - a on the label and a/C on every class (optax's).
+  """
+  if label_smoothing:
+    targets_BxC = optax.smooth_labels(jax.nn.one_hot(labels_B, logits_BxC.shape[-1]), label_smoothing)
+    losses_B = optax.softmax_cross_entropy(logits_BxC, targets_BxC)
+  else:
+    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
   return jnp.sum(losses_B * weights_B) / jnp.maximum(jnp.sum(weights_B), 1.0)
 
 
@@ -53,23 +71,35 @@ def _check_batch(images_BxHxWxC, labels_B, weights_B) -> None:
   chex.assert_shape(weights_B, labels_B.shape)
 
 
-def train_step(state: TrainState, images_BxHxWxC, labels_B, weights_B, *, apply_fn: ApplyFn,
-               optimizer: optax.GradientTransformation):
-  """One SGD step on a batch; examples of weight 0 are padding and count for nothing.
+def train_step(state: TrainState, images_BxHxWxC, labels_B, weights_B, key=None, *, apply_fn: ApplyFn,
+               optimizer: optax.GradientTransformation, label_smoothing: float = 0.0,
+               augment: Optional[AugmentFn] = None):
+  """One optimizer step on a batch; examples of weight 0 are padding and count for nothing.
+
+  `key` drives augmentation and dropout (models without either ignore it).
 
   Returns:
     The new state and sums over the batch: loss_sum, correct, count.
   """
   _check_batch(images_BxHxWxC, labels_B, weights_B)
   inputs = images_to_inputs(images_BxHxWxC)
+  key = jax.random.key(0) if key is None else key
+  augment_key, dropout_key = jax.random.split(key)
+  if augment is not None:
+    inputs = augment(augment_key, inputs)
+  has_stats = bool(state.batch_stats)
 
   def loss_fn(params):
-    logits_BxC = apply_fn({"params": params}, inputs)
-    return cross_entropy_loss(logits_BxC, labels_B, weights_B), logits_BxC
+    variables = {"params": params, **({"batch_stats": state.batch_stats} if has_stats else {})}
+    out = apply_fn(variables, inputs, train=True, rngs={"dropout": dropout_key},
+                   mutable=["batch_stats"] if has_stats else False)
+    logits_BxC, updates = out if has_stats else (out, {})
+    loss = cross_entropy_loss(logits_BxC, labels_B, weights_B, label_smoothing)
+    return loss, (logits_BxC, updates.get("batch_stats", state.batch_stats))
 
-  (loss, logits_BxC), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits_BxC, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+  new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, batch_stats)
   count = jnp.sum(weights_B)
   metrics = {
       "loss_sum": loss * count,
@@ -84,12 +114,13 @@ def padded_batches(indices_N: jax.Array, batch_size: int):
 
   The padding keeps every batch the same shape (no recompilation for the short last batch) while
   the weights make the last step average over its real examples only, as PyTorch's DataLoader does.
+  Padding repeats the first indices, so BatchNorm sees real images there, not one image many times.
   """
   num_examples = indices_N.shape[0]
   num_batches = -(-num_examples // batch_size)
-  pad = num_batches * batch_size - num_examples
-  padded = jnp.concatenate([indices_N, jnp.zeros((pad,), indices_N.dtype)])
-  weights = (jnp.arange(num_batches * batch_size) < num_examples).astype(jnp.float32)
+  positions = jnp.arange(num_batches * batch_size)
+  padded = indices_N[positions % num_examples]
+  weights = (positions < num_examples).astype(jnp.float32)
   return padded.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
@@ -129,8 +160,13 @@ def epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size:
   return gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
 
 
+def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
+  """One key per step of the epoch, for augmentation and dropout (independent of the shuffle)."""
+  return jax.random.split(jax.random.fold_in(epoch_key_, 1), num_steps)
+
+
 def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int,
-                apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None):
+                apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None, **step_options):
   """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`.
 
   Returns:
@@ -138,24 +174,26 @@ def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, ke
   """
   batches = epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, batch_size=batch_size,
                           sharding=sharding)
+  keys = step_keys(key, batches[0].shape[0])
 
-  def body(state, batch):
-    return train_step(state, *batch, apply_fn=apply_fn, optimizer=optimizer)
+  def body(state, batch_and_key):
+    batch, step_key = batch_and_key
+    return train_step(state, *batch, step_key, apply_fn=apply_fn, optimizer=optimizer, **step_options)
 
-  state, metrics = jax.lax.scan(body, state, batches)
+  state, metrics = jax.lax.scan(body, state, (batches, keys))
   return state, jax.tree.map(jnp.sum, metrics)
 
 
-def train_step_at(state: TrainState, sums: dict, batches, i, *, apply_fn: ApplyFn,
-                  optimizer: optax.GradientTransformation):
+def train_step_at(state: TrainState, sums: dict, batches, keys, i, *, apply_fn: ApplyFn,
+                  optimizer: optax.GradientTransformation, **step_options):
   """Step `i` of an epoch cut by `epoch_batches`, adding its metrics to `sums`.
 
   The per-batch form of `train_epoch`, for a Python loop over one jitted step: the batch is picked
   on the device, and the metrics stay there until the epoch ends.
   """
   images_SxBxHxWxC, labels_SxB, weights_SxB = batches
-  state, metrics = train_step(state, images_SxBxHxWxC[i], labels_SxB[i], weights_SxB[i],
-                              apply_fn=apply_fn, optimizer=optimizer)
+  state, metrics = train_step(state, images_SxBxHxWxC[i], labels_SxB[i], weights_SxB[i], keys[i],
+                              apply_fn=apply_fn, optimizer=optimizer, **step_options)
   return state, jax.tree.map(jnp.add, sums, metrics)
 
 
@@ -163,14 +201,14 @@ def zero_sums() -> dict:
   return {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
 
 
-def count_correct(params, images_NxHxWxC, labels_N, indices_M, *, batch_size: int, apply_fn: ApplyFn,
+def count_correct(variables, images_NxHxWxC, labels_N, indices_M, *, batch_size: int, apply_fn: ApplyFn,
                   sharding=None) -> jax.Array:
   """How many of the examples `indices_M` the model classifies correctly (an int32 count)."""
   batches = gather_batches(images_NxHxWxC, labels_N, *padded_batches(indices_M, batch_size), sharding)
 
   def body(total, batch):
     images_BxHxWxC, labels_B, weights_B = batch
-    logits_BxC = apply_fn({"params": params}, images_to_inputs(images_BxHxWxC))
+    logits_BxC = apply_fn(variables, images_to_inputs(images_BxHxWxC), train=False)
     correct_B = batch_is_correct(logits_BxC, labels_B) & (weights_B > 0)
     return total + jnp.sum(correct_B, dtype=jnp.int32), None
 

@@ -22,7 +22,7 @@ import optax
 
 from jax.sharding import Mesh
 
-from jaxmnist import data, models, parallel, report, steps
+from jaxmnist import augment, data, models, parallel, report, steps
 from jaxmnist.configs import POST_RESULTS, PRESETS, Config
 from jaxmnist.errors import TrainingDiverged, UserError
 
@@ -48,6 +48,18 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"unknown init {config.init!r} (choose one of {', '.join(models.INIT_SCHEMES)})")
   if config.loop not in LOOPS:
     problems.append(f"unknown loop {config.loop!r} (choose one of {', '.join(LOOPS)})")
+  if config.optimizer not in OPTIMIZERS:
+    problems.append(f"unknown optimizer {config.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
+  if config.schedule not in SCHEDULES:
+    problems.append(f"unknown schedule {config.schedule!r} (choose one of {', '.join(SCHEDULES)})")
+  if config.augment not in augment.AUGMENTATIONS:
+    problems.append(f"unknown augmentation {config.augment!r} (choose one of {', '.join(augment.AUGMENTATIONS)})")
+  if not 0 <= config.momentum < 1:
+    problems.append(f"momentum must lie in [0, 1), got {config.momentum}")
+  if config.weight_decay < 0:
+    problems.append(f"weight decay must be >= 0, got {config.weight_decay}")
+  if not 0 <= config.label_smoothing < 1:
+    problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
   if config.eval_batch_size < 1:
     problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
   if problems:
@@ -70,10 +82,41 @@ def prepare_workdir(workdir: Path) -> None:
 
 
 LOOPS = ("scan", "python")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle", "cosine")
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-  return optax.sgd(config.learning_rate)  # the post's torch.optim.SGD: no momentum, no decay
+def steps_per_epoch(config: Config, num_train: int) -> int:
+  return -(-num_train // config.batch_size)
+
+
+def learning_rate_schedule(config: Config, total_steps: int) -> optax.Schedule:
+  if config.schedule == "onecycle":
+    # fastai's fit_one_cycle defaults: warm up over the first 25% from lr/25, anneal to lr/1e5.
+    return optax.cosine_onecycle_schedule(total_steps, config.learning_rate, pct_start=0.25,
+                                          div_factor=25.0, final_div_factor=1e5)
+  if config.schedule == "cosine":
+    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  return optax.constant_schedule(config.learning_rate)
+
+
+def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTransformation:
+  """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay."""
+  if config.schedule == "constant" and config.optimizer == "sgd" and not config.momentum:
+    lr = config.learning_rate  # a float, exactly the post's optimizer
+  else:
+    lr = learning_rate_schedule(config, config.epochs * steps_per_epoch_)
+  if config.optimizer == "adamw":
+    return optax.adamw(lr, weight_decay=config.weight_decay)
+  if config.optimizer == "adam":
+    core = optax.adam(lr)
+  else:
+    core = optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov)
+  return optax.chain(optax.add_decayed_weights(config.weight_decay), core) if config.weight_decay else core
+
+
+def step_options(config: Config) -> dict:
+  return {"label_smoothing": config.label_smoothing, "augment": augment.AUGMENTATIONS[config.augment]}
 
 
 def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
@@ -84,21 +127,24 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   """
   sharding = parallel.batch_sharding(mesh)
   key = partial(steps.epoch_key, config.seed)
+  options = step_options(config)
   if config.loop == "scan":
     train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,
-                          optimizer=optimizer, sharding=sharding)
+                          optimizer=optimizer, sharding=sharding, **options)
     return jax.jit(lambda state, images, labels, indices, epoch:
                    train_epoch(state, images, labels, indices, key(epoch)), donate_argnums=0)
   cut = jax.jit(lambda images, labels, indices, epoch: steps.epoch_batches(
       images, labels, indices, key(epoch), batch_size=config.batch_size, sharding=sharding))
-  step = jax.jit(partial(steps.train_step_at, apply_fn=apply_fn, optimizer=optimizer),
+  keys_for = jax.jit(lambda epoch, num_steps: steps.step_keys(key(epoch), num_steps), static_argnums=1)
+  step = jax.jit(partial(steps.train_step_at, apply_fn=apply_fn, optimizer=optimizer, **options),
                  donate_argnums=(0, 1))
 
   def epoch_fn(state, images, labels, indices, epoch):
     batches = cut(images, labels, indices, epoch)
+    keys = keys_for(epoch, batches[0].shape[0])
     sums = jax.device_put(steps.zero_sums(), parallel.replicated(mesh))
     for i in range(batches[0].shape[0]):
-      state, sums = step(state, sums, batches, i)
+      state, sums = step(state, sums, batches, keys, i)
     return state, sums
 
   return epoch_fn
@@ -110,8 +156,7 @@ def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) 
   (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
   """
   def init(key):
-    params = model.init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
-    return steps.create_train_state(params, optimizer)
+    return steps.create_train_state(model.init(key, jnp.zeros((1, *image_shape), jnp.float32)), optimizer)
 
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(steps.init_key(config.seed))
 
@@ -169,7 +214,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   arrays = place_data(mnist, config, mesh)
   num_valid = len(arrays["valid_indices"])
   model = models.build_model(config.model, config.init)
-  optimizer = make_optimizer(config)
+  optimizer = make_optimizer(config, steps_per_epoch(config, len(arrays["train_indices"])))
   state = init_train_state(config, model, optimizer, mesh, mnist.train_images.shape[1:])
   train_epoch = make_epoch_fn(config, model.apply, optimizer, mesh)
   # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change.
@@ -186,7 +231,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   for epoch in bar:
     epoch_start = time.perf_counter()
     state, sums = train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
-    valid_correct = count_correct(state.params, arrays["images"], arrays["labels"], arrays["valid_indices"])
+    valid_correct = count_correct(steps.eval_variables(state), arrays["images"], arrays["labels"], arrays["valid_indices"])
     sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
     row = _epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start)
     rows.append(row)
@@ -203,7 +248,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   bar.close()
   train_seconds = time.perf_counter() - started
 
-  test_correct = count_correct(state.params, arrays["test_images"], arrays["test_labels"],
+  test_correct = count_correct(steps.eval_variables(state), arrays["test_images"], arrays["test_labels"],
                                arrays["test_indices"])
   summary = {
       "status": "finished",
@@ -243,6 +288,13 @@ def parse_args(argv) -> argparse.Namespace:
   parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
   parser.add_argument("--loop", help="scan (the whole epoch in one jit, the preset) or python (a jitted step "
                       "per batch)")
+  parser.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (the post: sgd)")
+  parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
+  parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (the post: constant)")
+  parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
+  parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
+  parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(augment.AUGMENTATIONS)}")
   parser.add_argument("--source", default="auto", help=f"data source: auto or one of {', '.join(data.SOURCES)}")
   parser.add_argument("--data-dir", help="a directory with the four MNIST IDX files (gzipped or not)")
   parser.add_argument("--unverified", action="store_true",
@@ -263,7 +315,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     raise UserError(f"Unknown model {args.model!r}. Choose one of: {', '.join(PRESETS)}, "
                     f"e.g. --model=mlp3.")
   overrides = {name: getattr(args, name) for name in
-               ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop")
+               ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop",
+                "optimizer", "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment")
                if getattr(args, name) is not None}
   return dataclasses.replace(PRESETS[args.model], **overrides)
 

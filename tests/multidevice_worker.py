@@ -22,7 +22,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def train_params(mesh, loop="scan", epochs=2):
   config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32, loop=loop)
   model = models.build_model(config.model)
-  optimizer = train.make_optimizer(config)
+  optimizer = train.make_optimizer(config, 8)
   state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   images, labels = make_separable(300)
   images = parallel.shard_dataset(images[..., None], mesh)

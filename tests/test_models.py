@@ -10,19 +10,31 @@ import pytest
 from jaxmnist import models
 
 # 784*10+10; 784*30+30 + 30*10+10; 784*300+300 + 300*50+50 + 50*10+10
-PARAM_COUNTS = {"linear": 7850, "mlp2": 23860, "mlp3": 251060}
+PARAM_COUNTS = {
+    "linear": 7850, "mlp2": 23860, "mlp3": 251060,
+    # convs 9*(1*16 + 16*32), BatchNorm 2*(16+32), dense 1568*128+128, 128*10+10
+    "cnn": 4_752 + 96 + 200_832 + 1_290,
+    # convs 9*(1*32 + 32*32 + 32*64 + 64*64), BatchNorm 2*(32+32+64+64), dense 3136*256+256, 256*10+10
+    "cnn_wide": 64_800 + 384 + 803_072 + 2_570,
+    "resnet": 64_800 + 384 + 401_536 + 1_290 + 1 * 32 + 32 * 64,  # plus the 1x1 skip projections
+}
+
+
+def _init_variables(name, init_scheme="torch", key=jax.random.key(0)):
+  model = models.build_model(name, init_scheme)
+  return model, model.init(key, jnp.zeros((1, 28, 28, 1)))
 
 
 def _init(name, init_scheme="torch", key=jax.random.key(0)):
-  model = models.build_model(name, init_scheme)
-  return model, model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+  model, variables = _init_variables(name, init_scheme, key)
+  return model, variables["params"]
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_output_shape_and_finite(name, key):
-  model, params = _init(name)
+  model, variables = _init_variables(name)
   images = jax.random.uniform(key, (7, 28, 28, 1))
-  logits = model.apply({"params": params}, images)
+  logits = model.apply(variables, images)
   assert logits.shape == (7, 10)
   assert bool(jnp.all(jnp.isfinite(logits)))
 
@@ -55,3 +67,22 @@ def test_linear_is_one_dense_layer():
   x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
   expected = x.reshape(3, -1) @ params["dense0"]["kernel"] + params["dense0"]["bias"][None, :]
   np.testing.assert_allclose(model.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cnn_wide", "resnet"])
+def test_train_mode_updates_batch_stats_and_eval_mode_uses_them(name, key):
+  model, variables = _init_variables(name)
+  images = jax.random.uniform(key, (16, 28, 28, 1))
+  assert "batch_stats" in variables
+  logits, updates = model.apply(variables, images, train=True, rngs={"dropout": key},
+                                mutable=["batch_stats"])
+  assert logits.shape == (16, 10)
+  old_mean = variables["batch_stats"]["BatchNorm_0"]["mean"]
+  new_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
+  assert float(jnp.abs(new_mean - old_mean).max()) > 0  # running statistics moved
+  # Eval mode is deterministic and does not need a dropout key; train mode's dropout is random.
+  eval_logits = model.apply(variables, images, train=False)
+  np.testing.assert_array_equal(eval_logits, model.apply(variables, images, train=False))
+  other, _ = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(9)},
+                         mutable=["batch_stats"])
+  assert float(jnp.abs(other - logits).max()) > 0

@@ -41,7 +41,7 @@ def test_count_correct_counts_not_averages_batch_means():
   params = {"dense0": {"kernel": jnp.zeros((784, 10)), "bias": jnp.arange(10.0)}}  # always predicts 9
   images = jnp.zeros((5, 28, 28, 1), jnp.uint8)
   labels = jnp.array([9, 9, 9, 0, 1], jnp.int32)
-  correct = steps.count_correct(params, images, labels, jnp.arange(5, dtype=jnp.int32), batch_size=2,
+  correct = steps.count_correct({"params": params}, images, labels, jnp.arange(5, dtype=jnp.int32), batch_size=2,
                                 apply_fn=model.apply)
   assert int(correct) == 3
 
@@ -67,7 +67,7 @@ def test_train_step_learns_separable_toy_set_to_100_percent():
   ones = jnp.ones(len(labels))
   for _ in range(100):
     state, metrics = step(state, images[..., None], labels, ones)
-  correct = steps.count_correct(state.params, images[..., None], labels,
+  correct = steps.count_correct(steps.eval_variables(state), images[..., None], labels,
                                 jnp.arange(len(labels), dtype=jnp.int32), batch_size=64,
                                 apply_fn=model.apply)
   assert int(correct) == len(labels)
@@ -108,7 +108,7 @@ def test_epoch_visits_every_training_example_once():
   _, sums = steps.train_epoch(state, jnp.asarray(images[..., None]), jnp.asarray(labels), train_indices,
                               jax.random.key(3), batch_size=8, apply_fn=model.apply,
                               optimizer=optimizer)
-  correct = steps.count_correct(state.params, jnp.asarray(images[..., None]), jnp.asarray(labels),
+  correct = steps.count_correct(steps.eval_variables(state), jnp.asarray(images[..., None]), jnp.asarray(labels),
                                 train_indices, batch_size=8, apply_fn=model.apply)
   assert float(sums["count"]) == 25.0
   assert float(sums["correct"]) == float(correct)

@@ -16,7 +16,7 @@ from tests.conftest import make_separable
 def _epoch_after(loop: str):
   config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=16, loop=loop)
   model = models.build_model(config.model)
-  optimizer = train.make_optimizer(config)
+  optimizer = train.make_optimizer(config, 8)
   mesh = parallel.make_mesh()
   state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   images, labels = make_separable(120)

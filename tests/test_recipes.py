@@ -1,0 +1,92 @@
+"""Recipes beyond the post: optimizers, schedules, label smoothing, augmentation, and a CNN that learns."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmnist import augment, steps, train
+from jaxmnist.configs import PRESETS
+
+
+def test_post_presets_keep_plain_sgd():
+  for name in ("linear", "mlp2", "mlp3"):
+    config = PRESETS[name]
+    assert (config.optimizer, config.momentum, config.schedule, config.weight_decay,
+            config.label_smoothing, config.augment) == ("sgd", 0.0, "constant", 0.0, 0.0, "none")
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([1.0, 2.0, 3.0])}
+  optimizer = train.make_optimizer(PRESETS["mlp3"], 10)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.01 * grads["w"])  # w -= lr * grad, nothing else
+
+
+def test_onecycle_warms_up_to_the_peak_then_anneals():
+  config = dataclasses.replace(PRESETS["mlp3"], schedule="onecycle", learning_rate=0.1, epochs=4)
+  schedule = train.learning_rate_schedule(config, total_steps=100)
+  np.testing.assert_allclose(schedule(0), 0.1 / 25, rtol=1e-5)  # fastai: starts at lr / 25
+  np.testing.assert_allclose(schedule(25), 0.1, rtol=1e-5)  # peak after 25% of the steps
+  assert float(schedule(100)) < 1e-5  # ends near zero
+  assert float(schedule(60)) < float(schedule(40))
+
+
+def test_cosine_decays_from_the_rate_to_zero():
+  config = dataclasses.replace(PRESETS["mlp3"], schedule="cosine", learning_rate=0.2)
+  schedule = train.learning_rate_schedule(config, total_steps=10)
+  np.testing.assert_allclose([schedule(0), schedule(5), schedule(10)], [0.2, 0.1, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, momentum, decay", [("sgd", 0.9, 5e-4), ("adam", 0.0, 1e-4),
+                                                        ("adamw", 0.0, 1e-2)])
+def test_optimizers_take_finite_descending_steps(optimizer, momentum, decay):
+  config = dataclasses.replace(PRESETS["mlp3"], optimizer=optimizer, momentum=momentum, nesterov=bool(momentum),
+                               weight_decay=decay, schedule="onecycle")
+  tx = train.make_optimizer(config, 10)
+  params = {"w": jnp.array([1.0, -2.0])}
+  loss = lambda p: jnp.sum(p["w"] ** 2)
+  state = tx.init(params)
+  for _ in range(20):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(loss(params)) < 5.0 and bool(jnp.all(jnp.isfinite(params["w"])))
+
+
+def test_label_smoothing_matches_hand_computed_value():
+  logits = jnp.array([[2.0, 0.0]])
+  labels = jnp.array([0], jnp.int32)
+  a = 0.2  # targets: 1 - a + a/2 = 0.9 on the label, 0.1 on the other class
+  log_p = [2 - math.log(math.e**2 + 1), -math.log(math.e**2 + 1)]
+  expected = -(0.9 * log_p[0] + 0.1 * log_p[1])
+  np.testing.assert_allclose(steps.cross_entropy_loss(logits, labels, jnp.ones(1), a), expected, rtol=1e-6)
+
+
+def test_random_shift_moves_images_without_changing_them():
+  image = jnp.zeros((1, 28, 28, 1)).at[0, 10:14, 10:14, 0].set(1.0)
+  images = jnp.repeat(image, 64, axis=0)
+  shifted = augment.random_shift(jax.random.key(0), images, max_shift=2)
+  assert shifted.shape == images.shape
+  np.testing.assert_allclose(shifted.sum(axis=(1, 2, 3)), 16.0)  # the square stays whole
+  offsets = {tuple(np.argwhere(np.asarray(s[..., 0]))[0]) for s in shifted}
+  assert len(offsets) > 5 and all(8 <= r <= 12 and 8 <= c <= 12 for r, c in offsets)
+
+
+def test_random_affine_with_no_range_is_the_identity_and_otherwise_warps():
+  images = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  identity = augment.random_affine(jax.random.key(2), images, max_degrees=0.0, max_scale=0.0, max_shift=0.0)
+  np.testing.assert_allclose(identity, images, atol=1e-5)
+  warped = augment.random_affine(jax.random.key(2), images)
+  assert warped.shape == images.shape and float(jnp.abs(warped - images).mean()) > 0.01
+
+
+# Shifts of 2 px move one toy class onto the next, so augmentation is tested on the wider net only.
+@pytest.mark.parametrize("model, augmentation", [("cnn", "none"), ("resnet", "affine")])
+def test_short_cnn_training_on_tiny_data_learns(tiny_mnist, tmp_path, model, augmentation):
+  config = dataclasses.replace(PRESETS["tiny"], model=model, epochs=5, batch_size=32, optimizer="adam",
+                               learning_rate=3e-3, schedule="onecycle", label_smoothing=0.1,
+                               augment=augmentation, weight_decay=1e-4)
+  summary = train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
+  assert summary["valid_accuracy"] >= 0.9 and summary["test_accuracy"] >= 0.9
