@@ -93,6 +93,19 @@ def matmul_only_epoch_s(hidden_sizes, num_examples: int, batch_size: int = 256, 
   return min(_timed(lambda: epoch(weights, inputs)) for _ in range(repeats))
 
 
+def cnn_training_flops_per_example() -> int:
+  """Matmul/conv FLOPs of one training example of the `cnn` model (16, 32 channels, dense 128), as
+  for the MLPs: forward, weight gradients, and input gradients of all layers but the first."""
+  layer_macs = [28 * 28 * 16 * 9 * 1, 14 * 14 * 32 * 9 * 16, 32 * 7 * 7 * 128, 128 * 10]
+  return 4 * sum(layer_macs) + 2 * sum(layer_macs[1:])
+
+
+def flops_per_example(name: str) -> int:
+  if name == "cnn":
+    return cnn_training_flops_per_example()
+  return training_flops_per_example(models.MLP_HIDDEN_SIZES[name])
+
+
 def _timed(fn) -> float:
   start = time.perf_counter()
   jax.block_until_ready(fn())
@@ -100,7 +113,7 @@ def _timed(fn) -> float:
 
 
 def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: int) -> dict:
-  config = dataclasses.replace(PRESETS[name], loop=loop)
+  config = dataclasses.replace(PRESETS[name], loop=loop)  # the preset's batch size, optimizer, recipe
   model = models.build_model(name)
   optimizer = train.make_optimizer(config, train.steps_per_epoch(config, len(train_indices)))
   mesh = parallel.make_mesh()
@@ -117,7 +130,7 @@ def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: in
   first = _timed(lambda: one_epoch(0))
   times = [_timed(lambda i=i: one_epoch(i)) for i in range(1, epochs + 1)]
   steady = statistics.median(times)
-  flops = training_flops_per_example(models.MLP_HIDDEN_SIZES[name]) * len(train_indices)
+  flops = flops_per_example(name) * len(train_indices)
   return {"first_epoch_s": first, "compile_s": max(first - steady, 0.0), "epoch_s": steady,
           "epoch_times_s": times, "samples_per_s": len(train_indices) / steady, "flops_per_epoch": flops,
           "flop_per_s": flops / steady}
@@ -131,14 +144,22 @@ def bench_torch(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: 
   torch.manual_seed(0)
   x, y = torch_post.to_tensors(mnist.train_images, mnist.train_labels)
   indices = torch.from_numpy(train_indices).long()
-  model = torch_post.make_post_model(name)
-  optimizer = torch.optim.SGD(model.parameters(), PRESETS[name].learning_rate)
   loss_func = torch.nn.CrossEntropyLoss()
-  if loop == "post":
+  if name == "cnn":  # the same layers as jaxmnist's cnn, Adam, the preset's batch
+    import torch_cnn  # pylint: disable=g-import-not-at-top
+    model = torch_cnn.make_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), PRESETS[name].learning_rate)
+    images = x.reshape(-1, 1, 28, 28)
+    run = lambda: torch_cnn.train_epoch(model, images, y, indices, optimizer, loss_func, PRESETS[name].batch_size)
+  elif loop == "post":
+    model = torch_post.make_post_model(name)
+    optimizer = torch.optim.SGD(model.parameters(), PRESETS[name].learning_rate)
     loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=256,
                                          sampler=torch.utils.data.SubsetRandomSampler(indices))
     run = lambda: torch_post.train_epoch_post(model, loader, optimizer, loss_func)
   else:
+    model = torch_post.make_post_model(name)
+    optimizer = torch.optim.SGD(model.parameters(), PRESETS[name].learning_rate)
     run = lambda: torch_post.train_epoch_tuned(model, x, y, indices, optimizer, loss_func)
   run()  # warm-up
   times = []
@@ -147,7 +168,7 @@ def bench_torch(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: 
     run()
     times.append(time.perf_counter() - start)
   steady = statistics.median(times)
-  flops = training_flops_per_example(models.MLP_HIDDEN_SIZES[name]) * len(train_indices)
+  flops = flops_per_example(name) * len(train_indices)
   return {"epoch_s": steady, "epoch_times_s": times, "samples_per_s": len(train_indices) / steady,
           "flop_per_s": flops / steady, "threads": torch.get_num_threads()}
 
@@ -212,9 +233,10 @@ def to_markdown(results: dict) -> str:
     for loop, r in per_model["jax"].items():
       lines.append(f"| {name} | jaxmnist {loop} | {r['compile_s']:.2f} | {r['epoch_s']:.4f} | "
                    f"{r['samples_per_s']:,.0f} | {r['flop_per_s'] / 1e9:.1f} | {100 * r['flop_per_s'] / peak:.0f}% |")
-    bound = per_model["matmul_only"]
-    lines.append(f"| {name} | matmuls alone (bound) | | {bound['epoch_s']:.4f} | | "
-                 f"{bound['flop_per_s'] / 1e9:.1f} | {100 * bound['flop_per_s'] / peak:.0f}% |")
+    if "matmul_only" in per_model:
+      bound = per_model["matmul_only"]
+      lines.append(f"| {name} | matmuls alone (bound) | | {bound['epoch_s']:.4f} | | "
+                   f"{bound['flop_per_s'] / 1e9:.1f} | {100 * bound['flop_per_s'] / peak:.0f}% |")
     for loop, r in per_model.get("torch", {}).items():
       lines.append(f"| {name} | PyTorch {loop} | | {r['epoch_s']:.4f} | {r['samples_per_s']:,.0f} | "
                    f"{r['flop_per_s'] / 1e9:.1f} | {100 * r['flop_per_s'] / peak:.0f}% |")
@@ -223,8 +245,8 @@ def to_markdown(results: dict) -> str:
     for name, m in results["models"].items():
       best = min(m["jax"], key=lambda loop: m["jax"][loop]["epoch_s"])
       jax_s = m["jax"][best]["epoch_s"]
-      lines.append(f"| {name} | {best} | {jax_s / m['torch']['tuned']['epoch_s']:.2f}x | "
-                   f"{jax_s / m['torch']['post']['epoch_s']:.2f}x |")
+      post = f"{jax_s / m['torch']['post']['epoch_s']:.2f}x" if "post" in m["torch"] else "n/a"
+      lines.append(f"| {name} | {best} | {jax_s / m['torch']['tuned']['epoch_s']:.2f}x | {post} |")
   if "startup_s" in results:
     s = results["startup_s"]
     lines += ["", f"Start-up, `python -m jaxmnist.train --model=linear --epochs=1`, warm data cache: "
@@ -236,7 +258,7 @@ def to_markdown(results: dict) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description="jaxmnist benchmark")
-  parser.add_argument("--models", default="linear,mlp2,mlp3")
+  parser.add_argument("--models", default="linear,mlp2,mlp3,cnn")
   parser.add_argument("--epochs", type=int, default=5, help="timed epochs per measurement")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--smoke", action="store_true", help="synthetic data, tiny sizes: checks the output")
@@ -260,12 +282,16 @@ def main():
              "models": {}}
   if args.torch_worker:
     print(json.dumps({name: {loop: bench_torch(name, loop, mnist, train_indices, epochs)
-                             for loop in ("tuned", "post")} for name in args.models.split(",")}))
+                             for loop in (("tuned",) if name == "cnn" else ("tuned", "post"))}
+                      for name in args.models.split(",")}))
     return
   for name in args.models.split(","):
     per_model = {"jax": {loop: bench_jax(name, loop, mnist, train_indices, epochs) for loop in train.LOOPS}}
-    matmul_s = matmul_only_epoch_s(models.MLP_HIDDEN_SIZES[name], len(train_indices), repeats=1 if args.smoke else 3)
-    per_model["matmul_only"] = {"epoch_s": matmul_s, "flop_per_s": per_model["jax"]["scan"]["flops_per_epoch"] / matmul_s}
+    if name in models.MLP_HIDDEN_SIZES:
+      matmul_s = matmul_only_epoch_s(models.MLP_HIDDEN_SIZES[name], len(train_indices),
+                                     repeats=1 if args.smoke else 3)
+      per_model["matmul_only"] = {"epoch_s": matmul_s,
+                                  "flop_per_s": per_model["jax"]["scan"]["flops_per_epoch"] / matmul_s}
     results["models"][name] = per_model
     print(f"{name}: " + ", ".join(f"{loop} {r['epoch_s']:.4f} s/epoch" for loop, r in per_model["jax"].items()),
           flush=True)

@@ -67,7 +67,7 @@ def conv3x3_im2col(x_BxHxWxC: jax.Array, kernel_3x3xCxF: jax.Array) -> jax.Array
   """A 3x3 'SAME' convolution as one matmul over the 9 shifted copies of the input.
 
   On XLA's CPU backend a convolution inside `lax.scan` runs ~20x slower than this matmul form
-  (see experiments/cnn_cpu.md); on GPU and TPU the native convolution is used instead.
+  (experiments/cnn_cpu.py measures it); on GPU and TPU the native convolution is used instead.
   """
   batch, height, width, channels = x_BxHxWxC.shape
   padded = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -4,6 +4,7 @@ Every function here is pure; `jaxmnist.train` jits them where it uses them, so t
 plain. A whole epoch of steps is one `lax.scan`, so the host is involved once per epoch.
 """
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import chex
@@ -169,18 +170,25 @@ def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, ke
                 apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None, **step_options):
   """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`.
 
+  With `sharding` (several devices) the epoch's batches are gathered once and split over the
+  devices; without it each step gathers its own batch, which saves an epoch-sized copy.
+
   Returns:
     The new state and the epoch's sums: loss_sum, correct, count.
   """
-  batches = epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, batch_size=batch_size,
-                          sharding=sharding)
-  keys = step_keys(key, batches[0].shape[0])
+  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
+  batch_indices, batch_weights = shuffled_batches(key, train_indices_T, batch_size)
+  keys = step_keys(key, batch_indices.shape[0])
+  step = functools.partial(train_step, apply_fn=apply_fn, optimizer=optimizer, **step_options)
+  if sharding is None:
+    def body(state, xs):
+      indices_B, weights_B, step_key = xs
+      return step(state, images_NxHxWxC[indices_B], labels_N[indices_B], weights_B, step_key)
 
-  def body(state, batch_and_key):
-    batch, step_key = batch_and_key
-    return train_step(state, *batch, step_key, apply_fn=apply_fn, optimizer=optimizer, **step_options)
-
-  state, metrics = jax.lax.scan(body, state, (batches, keys))
+    state, metrics = jax.lax.scan(body, state, (batch_indices, batch_weights, keys))
+  else:
+    batches = gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
+    state, metrics = jax.lax.scan(lambda state, xs: step(state, *xs[0], xs[1]), state, (batches, keys))
   return state, jax.tree.map(jnp.sum, metrics)
 
 
@@ -204,13 +212,18 @@ def zero_sums() -> dict:
 def count_correct(variables, images_NxHxWxC, labels_N, indices_M, *, batch_size: int, apply_fn: ApplyFn,
                   sharding=None) -> jax.Array:
   """How many of the examples `indices_M` the model classifies correctly (an int32 count)."""
-  batches = gather_batches(images_NxHxWxC, labels_N, *padded_batches(indices_M, batch_size), sharding)
+  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
+  batch_indices, batch_weights = padded_batches(indices_M, batch_size)
 
-  def body(total, batch):
-    images_BxHxWxC, labels_B, weights_B = batch
+  def correct_in(images_BxHxWxC, labels_B, weights_B):
     logits_BxC = apply_fn(variables, images_to_inputs(images_BxHxWxC), train=False)
-    correct_B = batch_is_correct(logits_BxC, labels_B) & (weights_B > 0)
-    return total + jnp.sum(correct_B, dtype=jnp.int32), None
+    return jnp.sum(batch_is_correct(logits_BxC, labels_B) & (weights_B > 0), dtype=jnp.int32)
 
-  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), batches)
+  if sharding is None:  # one device: gather each evaluation batch in its own step
+    body = lambda total, xs: (total + correct_in(images_NxHxWxC[xs[0]], labels_N[xs[0]], xs[1]), None)
+    xs = (batch_indices, batch_weights)
+  else:
+    body = lambda total, batch: (total + correct_in(*batch), None)
+    xs = gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), xs)
   return total

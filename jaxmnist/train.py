@@ -125,7 +125,8 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   Both loops run the same steps on the same batches, split over the mesh's devices; they differ
   only in how often the host dispatches work (once per epoch, or once per batch).
   """
-  sharding = parallel.batch_sharding(mesh)
+  # One device needs no sharding constraints; the scan then gathers each batch inside its step.
+  sharding = parallel.batch_sharding(mesh) if mesh.size > 1 else None
   key = partial(steps.epoch_key, config.seed)
   options = step_options(config)
   if config.loop == "scan":
@@ -220,7 +221,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change.
   eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
   count_correct = jax.jit(partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=model.apply,
-                                  sharding=parallel.batch_sharding(mesh)))
+                                  sharding=parallel.batch_sharding(mesh) if mesh.size > 1 else None))
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
