@@ -3,7 +3,7 @@
 Command that produced experiments/results/bench-cpu.{md,json} (about 3 minutes on 2 CPU cores):
   python experiments/bench.py
 Smoke form (synthetic data, seconds; what the test suite runs):
-  python experiments/bench.py --smoke --out=/tmp/bench
+  python experiments/bench.py --smoke --out=bench-smoke
 Hardware, versions and date are written into the results. Training epochs only (no evaluation),
 the post's batch 256 on a 48k-example training split, float32 throughout.
 
@@ -150,7 +150,8 @@ def bench_torch(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: 
     model = torch_cnn.make_cnn()
     optimizer = torch.optim.Adam(model.parameters(), PRESETS[name].learning_rate)
     images = x.reshape(-1, 1, 28, 28)
-    run = lambda: torch_cnn.train_epoch(model, images, y, indices, optimizer, loss_func, PRESETS[name].batch_size)
+    run = lambda: torch_post.train_epoch_tuned(model, images, y, indices, optimizer, loss_func,
+                                               PRESETS[name].batch_size)
   elif loop == "post":
     model = torch_post.make_post_model(name)
     optimizer = torch.optim.SGD(model.parameters(), PRESETS[name].learning_rate)

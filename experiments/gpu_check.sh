@@ -6,13 +6,13 @@
 #   python -c "from jaxmnist import data, idx; import gzip, pathlib; d = pathlib.Path('.gpu_data'); \
 #     d.mkdir(exist_ok=True); [ (d / (n + '.gz')).write_bytes(gzip.compress((data.default_cache_dir() / 'mnist' / n).read_bytes())) for n in idx.CANONICAL_FILES ]"
 #   echo /.gpu_data/ >> .git/info/exclude
-# Then run, carrying .gpu_data:   bash experiments/gpu_check.sh   (results under $OUT, or /tmp/gpu_check)
+# Then run, carrying .gpu_data:   bash experiments/gpu_check.sh   (results under $OUT, or a new temporary folder)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-/tmp/gpu_check}"
+out="${OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 # At most 8 files come back from $OUT: run directories and caches stay in $work.
-work=/tmp/gpu_check_work
+work="$(mktemp -d)"
 mkdir -p "$work"
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 JAXMNIST_CACHE_DIR="$work/cache"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1

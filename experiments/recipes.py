@@ -57,8 +57,8 @@ def table(results: list[dict]) -> list[str]:
               + (f", label smoothing {c['label_smoothing']}" if c["label_smoothing"] else "")
               + (f", augment {c['augment']}" if c["augment"] != "none" else ""))
     accs = [r["test_accuracy"] for r in runs]
-    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    lines.append(f"| {preset} | {c['model']} | {recipe} | {c['epochs']} | {statistics.mean(accs):.4f} ± {std:.4f} | "
+    spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else " (one seed)"
+    lines.append(f"| {preset} | {c['model']} | {recipe} | {c['epochs']} | {statistics.mean(accs):.4f}{spread} | "
                  f"{len(runs)} | {statistics.mean(r['wall_s'] for r in runs):.1f} | "
                  f"`python -m jaxmnist.train --model={preset}` |")
   for name in ("linear", "mlp2", "mlp3"):
@@ -70,7 +70,8 @@ def table(results: list[dict]) -> list[str]:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--presets", default="cnn,mlp3_modern", type=lambda s: s.split(","))
+  parser.add_argument("--presets", default="cnn,mlp3_modern", type=lambda s: [p for p in s.split(",") if p],
+                      help="comma-separated presets; empty: only rewrite recipes.md from recipes.json")
   parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
   parser.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results"))
   args = parser.parse_args()

@@ -3,7 +3,7 @@
 The committed table (3 seeds, 400 epochs, both frameworks; about 40 minutes on 2 CPU cores):
   python experiments/reproduce_post.py
 A few minutes (same script, shortened; writes to a scratch folder):
-  python experiments/reproduce_post.py --epochs=10 --out=/tmp/reproduce
+  python experiments/reproduce_post.py --epochs=10 --out=reproduce-short
 
 Each (framework, model, seed) run is saved as runs/<framework>-<model>-seed<k>.json as soon as it
 finishes, and a rerun skips the runs already there, so an interrupted reproduction resumes. Then

@@ -1,7 +1,6 @@
 """jaxmnist's `cnn` model in PyTorch, for the benchmark's CNN epoch comparison (same layers, same
-batch, Adam, a tuned loop of tensors indexed by a permutation). Used by experiments/bench.py."""
+batch, Adam; trained by torch_post.train_epoch_tuned). Used by experiments/bench.py."""
 
-import torch
 from torch import nn
 
 
@@ -11,13 +10,3 @@ def make_cnn() -> nn.Module:
       nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
       nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def train_epoch(model, x_Nx1x28x28, y_N, train_indices, optimizer, loss_func, batch_size=128) -> None:
-  model.train()
-  order = train_indices[torch.randperm(len(train_indices))]
-  for start in range(0, len(order), batch_size):
-    batch = order[start:start + batch_size]
-    loss_func(model(x_Nx1x28x28[batch]), y_N[batch]).backward()
-    optimizer.step()
-    optimizer.zero_grad()
