@@ -206,11 +206,7 @@ def environment() -> dict:
   if HAS_TORCH:
     import torch  # pylint: disable=g-import-not-at-top
     versions["torch"] = torch.__version__
-  cpu = platform.processor() or platform.machine()
-  try:
-    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  cpu = report.cpu_name()
   return {"date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
           "platform": jax.default_backend(), "cpu": cpu, "cpu_count": os.cpu_count(), "versions": versions}
 

@@ -11,7 +11,6 @@ compilation cache (so compile time is included). Results merge into results/reci
 """
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, report  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import POST_RESULTS, PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
@@ -87,8 +86,8 @@ def main():
       results = [r for r in results if (r["preset"], r["seed"]) != (preset, seed)] + [result]
       store.write_text(json.dumps(results, indent=1) + "\n")
       print(f"{preset} seed {seed}: test {result['test_accuracy']:.4f}, {result['wall_s']:.1f} s", flush=True)
-  cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-  header = [f"# Recipes beyond the post", "",
+  cpu = report.cpu_name()
+  header = ["# Recipes beyond the post", "",
             f"Updated {datetime.date.today()}; {cpu} ({os.cpu_count()} cores); python {platform.python_version()}. "
             "Wall time: the whole CLI process with compilation (empty compilation cache) and evaluation. "
             "Test accuracy on the 10k test set, models trained on the 48k training split.", ""]

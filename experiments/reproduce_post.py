@@ -101,11 +101,7 @@ def environment() -> str:
   if importlib.util.find_spec("torch"):
     import torch  # pylint: disable=g-import-not-at-top
     versions.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-  cpu = platform.processor() or platform.machine()
-  try:
-    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  cpu = report.cpu_name()
   import os  # pylint: disable=g-import-not-at-top
   return f"{cpu} ({os.cpu_count()} cores), device {jax.devices()[0].device_kind}; " + ", ".join(versions)
 

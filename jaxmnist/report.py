@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import platform
 from pathlib import Path
 
 from jaxmnist.configs import PostResult
@@ -22,6 +23,15 @@ def portable(text: str) -> str:
   if cache:
     text = text.replace(str(Path(cache).expanduser()), "$JAXMNIST_CACHE_DIR")
   return text.replace(str(Path.home()), "~")
+
+
+def cpu_name() -> str:
+  """The processor's model name (Linux), else the machine type: for the hardware line of results."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.machine()
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -8,7 +8,6 @@ Synopsis:
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import sys
 import time

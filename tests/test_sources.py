@@ -1,6 +1,5 @@
 """Data sources: the restricted unpickler, directories, tfds under mock_data, the cache, the fallbacks."""
 
-import gzip
 import hashlib
 import os
 import pickle
