@@ -1,7 +1,6 @@
 """The functional core: loss, accuracy counting, padding, learning, and compiling once."""
 
 import math
-from functools import partial
 
 import chex
 import jax
@@ -10,6 +9,7 @@ import numpy as np
 import optax
 
 from jaxmnist import models, steps
+from tests import training_outcomes
 from tests.conftest import make_separable
 
 
@@ -61,18 +61,9 @@ def _setup(name="mlp3", lr=0.1, key=jax.random.key(0)):
 
 
 def test_train_step_learns_separable_toy_set_to_100_percent():
-  images, labels = make_separable(200)
-  model, optimizer, state = _setup("mlp3", lr=0.3)
-  step = jax.jit(partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer))
-  ones = jnp.ones(len(labels))
-  for _ in range(100):
-    state, metrics = step(state, images[..., None], labels, ones)
-  correct = steps.count_correct(steps.eval_variables(state), images[..., None], labels,
-                                jnp.arange(len(labels), dtype=jnp.int32), batch_size=64,
-                                apply_fn=model.apply)
-  assert int(correct) == len(labels)
-  assert int(state.step) == 100
-  assert float(metrics["loss_sum"]) / len(labels) < 0.05
+  measured = training_outcomes.toy_steps()
+  assert measured["steps"] == 100
+  training_outcomes.assert_clears("toy_steps", measured)  # 100% correct, final loss <= 0.05
 
 
 def test_train_step_rejects_column_labels():

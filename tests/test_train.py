@@ -10,6 +10,7 @@ import pytest
 
 from jaxmnist import models, parallel, train
 from jaxmnist.configs import PRESETS
+from tests import training_outcomes
 from tests.conftest import make_separable
 
 
@@ -39,11 +40,10 @@ def test_scan_and_python_loops_take_the_same_steps():
 
 
 @pytest.mark.parametrize("loop", train.LOOPS)
-def test_train_and_evaluate_in_process(tiny_mnist, tmp_path, loop):
-  config = dataclasses.replace(PRESETS["tiny"], loop=loop)
-  summary = train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
+def test_train_and_evaluate_in_process(tmp_path, loop):
+  summary = training_outcomes.tiny_run(tmp_path / "run", loop=loop)
   assert summary["status"] == "finished" and summary["epochs_completed"] == 2
-  assert summary["valid_accuracy"] > 0.9 and summary["test_accuracy"] > 0.9
+  training_outcomes.assert_clears("tiny_run", summary)
   assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
 
 
