@@ -15,3 +15,9 @@ class TrainingDiverged(Exception):
   """The loss became NaN or inf; the CLI prints the message and exits with code 3."""
 
   exit_code = 3
+
+
+class Interrupted(Exception):
+  """Ctrl-C stopped training after a checkpoint was saved; the CLI exits with code 130 (as SIGINT)."""
+
+  exit_code = 130

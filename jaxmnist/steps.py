@@ -227,3 +227,18 @@ def count_correct(variables, images_NxHxWxC, labels_N, indices_M, *, batch_size:
     xs = gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
   total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), xs)
   return total
+
+
+def eval_logits(variables, images_NxHxWxC, indices_M, *, batch_size: int, apply_fn: ApplyFn) -> jax.Array:
+  """Eval-mode logits [M, C] of the examples `indices_M`, a batch at a time in one scan.
+
+  Batches are cut as `count_correct` cuts them, so the logits are the very numbers it counts.
+  """
+  images_NxHxWxC = jnp.asarray(images_NxHxWxC)
+  batch_indices, _ = padded_batches(indices_M, batch_size)
+
+  def logits_of(_, indices_B):
+    return None, apply_fn(variables, images_to_inputs(images_NxHxWxC[indices_B]), train=False)
+
+  _, logits_SxBxC = jax.lax.scan(logits_of, None, batch_indices)
+  return logits_SxBxC.reshape(-1, logits_SxBxC.shape[-1])[:indices_M.shape[0]]

@@ -6,10 +6,14 @@ Synopsis:
 """
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -21,9 +25,9 @@ import optax
 
 from jax.sharding import Mesh
 
-from jaxmnist import augment, data, models, parallel, report, steps
+from jaxmnist import augment, checkpoint, data, models, parallel, report, steps
 from jaxmnist.configs import POST_RESULTS, PRESETS, Config
-from jaxmnist.errors import TrainingDiverged, UserError
+from jaxmnist.errors import Interrupted, TrainingDiverged, UserError
 
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "accuracy.png")
 
@@ -61,6 +65,10 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
   if config.eval_batch_size < 1:
     problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
+  if config.checkpoint_every < 1:
+    problems.append(f"--checkpoint-every must be at least 1 epoch, got {config.checkpoint_every}")
+  if config.keep_checkpoints < 1:
+    problems.append(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}")
   if problems:
     raise UserError("Invalid settings: " + "; ".join(problems) + ". Fix the flags and run again "
                     "(`python -m jaxmnist.train --help` lists them).")
@@ -150,15 +158,25 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   return epoch_fn
 
 
+def _init_fn(model, optimizer, image_shape):
+  def init(key):
+    return steps.create_train_state(model.init(key, jnp.zeros((1, *image_shape), jnp.float32)), optimizer)
+  return init
+
+
 def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) -> steps.TrainState:
   """Parameters and optimizer state, created replicated on every device of the mesh in one jit.
 
   (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
   """
-  def init(key):
-    return steps.create_train_state(model.init(key, jnp.zeros((1, *image_shape), jnp.float32)), optimizer)
-
+  init = _init_fn(model, optimizer, image_shape)
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(steps.init_key(config.seed))
+
+
+def abstract_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape):
+  """The TrainState's shapes and dtypes, replicated over `mesh`: the target a checkpoint restores onto."""
+  shapes = jax.eval_shape(_init_fn(model, optimizer, image_shape), steps.init_key(config.seed))
+  return checkpoint.abstract_like(shapes, parallel.replicated(mesh))
 
 
 def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
@@ -193,21 +211,64 @@ def _divergence_message(config: Config, row: dict, workdir: Path) -> str:
           f"The metrics of the finished epochs are in {workdir / 'metrics.csv'}.")
 
 
+@contextlib.contextmanager
+def stop_after_epoch_on_ctrl_c(say):
+  """The first Ctrl-C (SIGINT) asks the loop to stop after the running epoch and save; a second stops at once.
+
+  Yields a dict whose "requested" turns True. (Signals can only be handled in the main thread;
+  elsewhere Ctrl-C keeps its default behaviour.)
+  """
+  flag = {"requested": False}
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    if flag["requested"]:
+      raise KeyboardInterrupt
+    flag["requested"] = True
+    say("\nCtrl-C: stopping after this epoch to save a checkpoint (Ctrl-C again stops at once).")
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def check_same_data(saved: dict, current: dict, run_dir: Path) -> None:
+  """UserError when a run's checkpoint is used with other data than it was trained on."""
+  if saved["sha256"] != current["sha256"]:
+    raise UserError(f"{run_dir} was trained on other data ({saved['source']}) than the data given now "
+                    f"({current['source']}). Pass the data flags the run was trained with (--source, "
+                    f"--data-dir, --unverified).")
+
+
+def _checkpoint_due(config: Config, epoch: int, stop_requested: bool) -> bool:
+  return epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop_requested
+
+
 def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: bool = True,
-                       mesh: Mesh | None = None) -> dict:
+                       mesh: Mesh | None = None, resume: bool = False) -> dict:
   """Trains `config` on `mnist` over the devices of `mesh` (default: all), writing into `workdir`.
+
+  With `resume`, continues the run in `workdir` from its newest intact checkpoint; the result is
+  bit-identical to a run that was never interrupted (every key derives from the seed and the epoch).
 
   Returns:
     The summary that is also written to workdir/summary.json (by process 0 only).
   Raises:
-    UserError: for invalid settings or an unusable workdir.
+    UserError: for invalid settings, an unusable workdir, or nothing to resume.
     TrainingDiverged: when the loss turns NaN or inf (the metrics so far are kept).
+    Interrupted: after Ctrl-C, once the running epoch's checkpoint is saved.
   """
   workdir, mesh = Path(workdir), mesh or parallel.make_mesh()
   writes = parallel.is_main_process()
+  say = print if writes else (lambda *_: None)
   validate_config(config, len(mnist.train_labels))
   parallel.check_divisible(config.batch_size, mesh)
-  if writes:
+  if writes and not resume:
     prepare_workdir(workdir)
     report.write_json(workdir / "config.json", dataclasses.asdict(config))
 
@@ -215,7 +276,17 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   num_valid = len(arrays["valid_indices"])
   model = models.build_model(config.model, config.init)
   optimizer = make_optimizer(config, steps_per_epoch(config, len(arrays["train_indices"])))
-  state = init_train_state(config, model, optimizer, mesh, mnist.train_images.shape[1:])
+  image_shape = mnist.train_images.shape[1:]
+  data_info = data.describe(mnist)
+  rows = []
+  if resume:
+    restored = checkpoint.restore_latest(workdir / checkpoint.CHECKPOINT_DIR,
+                                         abstract_train_state(config, model, optimizer, mesh, image_shape))
+    check_same_data(restored.data, data_info, workdir)
+    state, rows = restored.state, list(restored.rows)
+    say(f"resuming from the {checkpoint.describe(restored)} of {config.epochs}")
+  else:
+    state = init_train_state(config, model, optimizer, mesh, image_shape)
   train_epoch = make_epoch_fn(config, model.apply, optimizer, mesh)
   # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change.
   eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
@@ -224,27 +295,41 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
-  rows = []
-  bar = tqdm(range(1, config.epochs + 1), desc=config.model, unit="epoch",
-             disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
+  first_epoch = len(rows) + 1
+  bar = tqdm(range(first_epoch, config.epochs + 1), desc=config.model, unit="epoch", initial=first_epoch - 1,
+             total=config.epochs, disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
+  saver = checkpoint.Saver(workdir / checkpoint.CHECKPOINT_DIR, config.keep_checkpoints) if writes else None
   started = time.perf_counter()
-  for epoch in bar:
-    epoch_start = time.perf_counter()
-    state, sums = train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
-    valid_correct = count_correct(steps.eval_variables(state), arrays["images"], arrays["labels"], arrays["valid_indices"])
-    sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
-    row = _epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start)
-    rows.append(row)
-    if writes:
-      report.write_metrics_csv(workdir / "metrics.csv", rows)
-    if not math.isfinite(row["train_loss"]):
-      bar.close()
-      if writes:
-        report.write_json(workdir / "summary.json", {
-            "status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
-            "data_source": mnist.source})
-      raise TrainingDiverged(_divergence_message(config, row, workdir))
-    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
+  try:
+    with stop_after_epoch_on_ctrl_c(say) as stop:
+      for epoch in bar:
+        epoch_start = time.perf_counter()
+        state, sums = train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
+        valid_correct = count_correct(steps.eval_variables(state), arrays["images"], arrays["labels"],
+                                      arrays["valid_indices"])
+        sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
+        row = _epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start)
+        rows.append(row)
+        if writes:
+          report.write_metrics_csv(workdir / "metrics.csv", rows)
+        if not math.isfinite(row["train_loss"]):  # no checkpoint of a diverged state: the earlier ones stay
+          bar.close()
+          if writes:
+            report.write_json(workdir / "summary.json", {
+                "status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
+                "data_source": mnist.source})
+          raise TrainingDiverged(_divergence_message(config, row, workdir))
+        if saver and _checkpoint_due(config, epoch, stop["requested"]):
+          saver.save(epoch, state, rows, data_info)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
+        if stop["requested"] and epoch < config.epochs:
+          bar.close()
+          raise Interrupted(f"Interrupted after epoch {epoch} of {config.epochs}; its checkpoint is saved in "
+                            f"{workdir / checkpoint.CHECKPOINT_DIR}. Continue the run with "
+                            f"`jaxmnist train --resume {workdir}`.")
+  finally:
+    if saver:
+      saver.close()  # waits for the last write: a checkpoint that was started is finished
   bar.close()
   train_seconds = time.perf_counter() - started
 
@@ -257,10 +342,14 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
       "valid_accuracy": rows[-1]["valid_accuracy"],
       "test_accuracy": int(test_correct) / len(mnist.test_labels),
       "train_seconds": round(train_seconds, 3),
-      "first_epoch_seconds": rows[0]["seconds"],  # includes compilation
-      "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]])), 4),
+      # The first epoch of this process includes compilation.
+      "first_epoch_seconds": rows[first_epoch - 1]["seconds"] if first_epoch <= len(rows) else None,
+      "resumed_from_epoch": first_epoch - 1 if resume else None,
+      "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[first_epoch:]]
+                                                     or [rows[-1]["seconds"]])), 4),
       "data_source": mnist.source,
       "data_verified": mnist.verified,
+      "data_sha256": data_info["sha256"],
       "device": str(jax.devices()[0].device_kind),
       "platform": jax.default_backend(),
       "num_devices": int(mesh.size),
@@ -275,11 +364,37 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   return summary
 
 
-def parse_args(argv) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog="python -m jaxmnist.train",
-      description="Train one of the post's MNIST models. Defaults reproduce the post's setup.")
-  parser.add_argument("--model", default="mlp3", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
+class ArgumentParser(argparse.ArgumentParser):
+  """Refuses abbreviated and unknown flags with a UserError, so a typo is one paragraph and exit 2.
+
+  (argparse would take `--data=idx` as `--data-dir=idx` without a word.)
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(allow_abbrev=False, **kwargs)
+
+  def error(self, message):
+    raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
+
+
+# The Config fields a flag can set; on --resume they must agree with the run's own config.
+RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop", "optimizer",
+                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment")
+CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--source", default="auto", help=f"data source: auto or one of {', '.join(data.SOURCES)}")
+  parser.add_argument("--data-dir", help="a directory with the four MNIST IDX files (gzipped or not); "
+                      "when given, it is the source (unless --source says otherwise)")
+  parser.add_argument("--unverified", action="store_true",
+                      help="with --source=dir: accept IDX files that are not canonical MNIST")
+  parser.add_argument("--cache-dir", help=f"where verified MNIST is cached (default ${data.CACHE_ENV_VAR} "
+                      "or ~/.cache/jaxmnist)")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--model", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
   parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="SGD learning rate")
   parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
@@ -295,72 +410,155 @@ def parse_args(argv) -> argparse.Namespace:
   parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
   parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
   parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(augment.AUGMENTATIONS)}")
-  parser.add_argument("--source", default="auto", help=f"data source: auto or one of {', '.join(data.SOURCES)}")
-  parser.add_argument("--data-dir", help="a directory with the four MNIST IDX files (gzipped or not)")
-  parser.add_argument("--unverified", action="store_true",
-                      help="with --source=dir: accept IDX files that are not canonical MNIST")
-  parser.add_argument("--cache-dir", help=f"where verified MNIST is cached (default ${data.CACHE_ENV_VAR} "
-                      "or ~/.cache/jaxmnist)")
+  parser.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N epochs (also at the end "
+                      "and on Ctrl-C; default per preset)")
+  parser.add_argument("--keep-checkpoints", type=int, help="how many of the newest checkpoints to keep (3)")
+  parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest intact "
+                      "checkpoint, with its own config; the result equals an uninterrupted run's")
+  add_data_arguments(parser)
   parser.add_argument("--workdir", help="run directory (default runs/MODEL-DATE-TIME)")
   parser.add_argument("--num-devices", type=int, help="train on the first N devices (default: all, "
                       "data parallel; the global batch is split evenly over them)")
   parser.add_argument("--distributed", action="store_true", help="join a multi-host job first "
                       "(jax.distributed.initialize(); automatic when JAX_COORDINATOR_ADDRESS is set)")
+  parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation report after training")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_args(argv, prog: str = "python -m jaxmnist.train") -> argparse.Namespace:
+  parser = ArgumentParser(
+      prog=prog, description="Train one of the post's MNIST models. Defaults reproduce the post's setup.")
+  add_train_arguments(parser)
   return parser.parse_args(argv)
 
 
+def _preset(name: str) -> Config:
+  if name not in PRESETS:
+    raise UserError(f"Unknown model {name!r}. Choose one of: {', '.join(PRESETS)}, e.g. --model=mlp3.")
+  return PRESETS[name]
+
+
+def _flag(name: str) -> str:
+  return "--lr" if name == "learning_rate" else "--" + name.replace("_", "-")
+
+
+def _given(args: argparse.Namespace, names) -> dict:
+  return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-  if args.model not in PRESETS:
-    raise UserError(f"Unknown model {args.model!r}. Choose one of: {', '.join(PRESETS)}, "
-                    f"e.g. --model=mlp3.")
-  overrides = {name: getattr(args, name) for name in
-               ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop",
-                "optimizer", "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment")
-               if getattr(args, name) is not None}
-  return dataclasses.replace(PRESETS[args.model], **overrides)
+  if args.resume:
+    return resumed_config(args)
+  return dataclasses.replace(_preset(args.model or "mlp3"), **_given(args, RESULT_FLAGS + CHECKPOINT_FLAGS))
 
 
-def enable_compilation_cache(cache_dir: Path) -> None:
-  """Reuses compiled XLA programs across runs: a repeated command skips most of its compile time."""
+def resumed_config(args: argparse.Namespace) -> Config:
+  """The config of the run in args.resume; flags may repeat it, or change only how it checkpoints."""
+  from jaxmnist import runs  # pylint: disable=g-import-not-at-top
+
+  run_dir = Path(args.resume)
+  saved = runs.read_config(run_dir)
+  runs.check_resumable(run_dir)
+  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})"
+                    for name, value in _given(args, RESULT_FLAGS).items() if value != getattr(saved, name)]
+  if args.model is not None and _preset(args.model).model != saved.model:
+    contradictions.append(f"--model={args.model} (the run trains {saved.model})")
+  if args.workdir is not None and Path(args.workdir).resolve() != run_dir.resolve():
+    contradictions.append(f"--workdir={args.workdir} (a resumed run continues in {run_dir})")
+  if contradictions:
+    raise UserError(f"--resume {run_dir} continues that run with its own config, but these flags contradict "
+                    f"it: {'; '.join(contradictions)}. Drop them to resume, or start a new run without --resume.")
+  return dataclasses.replace(saved, **_given(args, CHECKPOINT_FLAGS))
+
+
+XLA_CACHE_LIMIT_ENV_VAR = "JAXMNIST_XLA_CACHE_MB"
+DEFAULT_XLA_CACHE_MB = 256  # one run's programs take 0.3 MB (`tiny`) to a few MB
+
+
+def xla_cache_limit_bytes() -> int:
+  """The compiled-program cache's cap: $JAXMNIST_XLA_CACHE_MB megabytes, or DEFAULT_XLA_CACHE_MB."""
+  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip()
+  if not raw:
+    return DEFAULT_XLA_CACHE_MB * 2**20
+  try:
+    megabytes = float(raw)
+  except ValueError:
+    megabytes = -1.0
+  if not megabytes >= 0:
+    raise UserError(f"${XLA_CACHE_LIMIT_ENV_VAR}={raw!r} is not a size in megabytes. Set it to a number "
+                    f">= 0 (0 turns the compiled-program cache off), or unset it for {DEFAULT_XLA_CACHE_MB}.")
+  return int(megabytes * 2**20)
+
+
+def enable_compilation_cache(cache_dir: Path, limit_bytes: int) -> None:
+  """Reuses compiled XLA programs across runs: a repeated command skips most of its compile time.
+
+  The cache is capped: past the limit, jax evicts the least recently used programs as it writes
+  new ones (its LRU cache, which needs `filelock`), so the folder never grows without bound.
+  """
+  if limit_bytes == 0:
+    return
   jax.config.update("jax_compilation_cache_dir", str(cache_dir / "xla"))
+  jax.config.update("jax_compilation_cache_max_size", limit_bytes)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def run(argv=None) -> dict:
-  args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
+  """`jaxmnist train` and `python -m jaxmnist.train`: train (or resume), then write the evaluation report."""
   config = config_from_args(args)
   validate_config(config, 60000)  # fail before any data is fetched; rechecked against the real data
+  xla_cache_limit = xla_cache_limit_bytes()
   parallel.maybe_initialize_distributed(args.distributed)
   mesh = parallel.make_mesh(args.num_devices)
   parallel.check_divisible(config.batch_size, mesh)
   writes = parallel.is_main_process()
   say = print if writes else (lambda *_: None)
-  workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-  if writes:
-    prepare_workdir(workdir)
+  resume = args.resume is not None
+  if resume:
+    workdir = Path(args.resume)
+  else:
+    workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if writes:
+      prepare_workdir(workdir)
   cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
-  enable_compilation_cache(cache_dir)
-  load_start = time.perf_counter()
-  mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified)
-  say(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
+  enable_compilation_cache(cache_dir, xla_cache_limit)
+  mnist = load_data(args, cache_dir, say)
   say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
       f"{jax.process_count()} process(es)); run directory: {workdir}")
-  summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh)
-  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(args.model))))
-  say(f"files: {workdir}/{{config.json, metrics.csv, accuracy.png, summary.json}}")
+  summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh, resume=resume)
+  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(args.model or config.model))))
+  files = ["config.json", "metrics.csv", "accuracy.png", "summary.json", f"{checkpoint.CHECKPOINT_DIR}/"]
+  if writes and not args.no_evaluate:
+    from jaxmnist import evaluate  # pylint: disable=g-import-not-at-top
+
+    evaluation = evaluate.evaluate_run(workdir, mnist, say=say)
+    files += evaluation["files"]
+  say(f"files: {workdir}/{{{', '.join(files)}}}")
   return summary
 
 
-def main(argv=None) -> None:
+def load_data(args: argparse.Namespace, cache_dir: Path, say) -> data.Mnist:
+  load_start = time.perf_counter()
+  mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified)
+  say(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
+  return mnist
+
+
+def main(argv=None, prog: str = "python -m jaxmnist.train") -> None:
+  exit_with_message(lambda: run(parse_args(argv, prog)))
+
+
+def exit_with_message(command) -> None:
+  """Runs a command; a user's mistake, a divergence or an interrupt becomes one paragraph and an exit code."""
   try:
-    run(argv)
-  except (UserError, TrainingDiverged) as e:
-    print(f"error: {e}", file=sys.stderr)
+    command()
+  except (UserError, TrainingDiverged, Interrupted) as e:
+    print(f"error: {e}" if not isinstance(e, Interrupted) else str(e), file=sys.stderr)
     sys.exit(e.exit_code)
   except KeyboardInterrupt:
-    print("interrupted: the metrics of the finished epochs are in the run directory.", file=sys.stderr)
+    print("interrupted: the metrics of the finished epochs and the last checkpoint are in the run directory.",
+          file=sys.stderr)
     sys.exit(130)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jaxmnist import report
+from tests import training_outcomes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
   assert list(rows[0]) == list(report.METRIC_FIELDS)
   summary = json.loads((run / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["data_verified"] is False
-  assert summary["valid_accuracy"] > 0.9  # the toy set is separable
+  training_outcomes.assert_clears("tiny_run", summary)  # the toy set is separable
   assert json.loads((run / "config.json").read_text())["batch_size"] == 32
   assert (run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert not list(run.glob(".*partial*"))
@@ -55,6 +56,10 @@ def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
     (("--valid-fraction=0",), "strictly between 0 and 1"),
     (("--valid-fraction=1.5",), "strictly between 0 and 1"),
     (("--init=xavier",), "unknown init 'xavier'"),
+    # argparse would take these as --data-dir=idx and --epochs=3 without a word.
+    (("--data=idx",), "unrecognized arguments: --data=idx"),
+    (("--epoch=3",), "unrecognized arguments: --epoch=3"),
+    (("--no-such-flag",), "flags cannot be abbreviated"),
 ])
 def test_bad_settings_exit_2_with_one_paragraph(cli, args, message):
   result = cli("--model=tiny", *args)
@@ -88,3 +93,28 @@ def test_nan_loss_stops_with_advice_and_keeps_metrics(cli, tmp_path):
   assert 1 <= len(rows) < 5
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["status"] == "diverged" and summary["epochs_completed"] == len(rows)
+
+
+def _compiled_program_bytes(xla_dir: Path) -> int:
+  return sum(p.stat().st_size for p in xla_dir.glob("*-cache"))
+
+
+def test_compiled_program_cache_is_capped(cli, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXMNIST_XLA_CACHE_MB", "0.2")  # one `tiny` run compiles about 0.3 MB
+  for batch_size in (32, 16):  # two runs, two sets of programs
+    result = cli("--model=tiny", "--epochs=1", f"--workdir=run{batch_size}", f"--batch-size={batch_size}")
+    assert result.returncode == 0, result.stderr
+  cached = _compiled_program_bytes(tmp_path / "cache" / "xla")
+  assert 0 < cached <= 0.2 * 2**20  # jax evicted the least recently used programs past the cap
+
+
+@pytest.mark.parametrize("value, expect_cache", [("0", False), ("lots", None)])
+def test_compiled_program_cache_setting(cli, tmp_path, monkeypatch, value, expect_cache):
+  monkeypatch.setenv("JAXMNIST_XLA_CACHE_MB", value)
+  result = cli("--model=tiny", "--epochs=1", "--workdir=run")
+  if expect_cache is None:  # not a number: one paragraph, exit 2, nothing trained
+    assert result.returncode == 2 and "JAXMNIST_XLA_CACHE_MB='lots' is not a size" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "summary.json").exists()
+  else:  # 0 turns the cache off
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "cache" / "xla").exists()

@@ -1,0 +1,163 @@
+"""Checkpoints of a run: the whole TrainState, the epoch and the metrics so far, saved with orbax.
+
+Synopsis:
+  saver = checkpoint.Saver(workdir / checkpoint.CHECKPOINT_DIR, keep=3)
+  saver.save(epoch, state, rows)   # returns once the state is copied to the host; orbax writes it behind
+  saver.close()                    # waits for the last write
+  restored = checkpoint.restore_latest(workdir / checkpoint.CHECKPOINT_DIR, abstract_state)
+
+What is saved is a host copy of the replicated state, so a checkpoint carries no device layout: it
+restores onto any number of devices, on any backend, against an abstract target that carries the
+current mesh's sharding (orbax's own advice; restoring a GPU layout on a CPU is the classic pitfall).
+Each checkpoint also stores a sha256 of its arrays, so a damaged one is found on restore and the
+previous one is used instead. Orbax writes each checkpoint into a temporary folder and renames it
+when complete, so a process killed mid-save leaves the earlier checkpoints intact.
+orbax is imported lazily: its import alone takes over half a second.
+"""
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxmnist.errors import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  epoch: int  # the last finished epoch that the checkpoint holds
+  state: Any  # a steps.TrainState, placed as the abstract target said
+  rows: list  # metrics.csv rows of epochs 1..epoch
+  data: dict  # what the run trained on: {"source": ..., "sha256": ...} (data.describe)
+  skipped: tuple = ()  # "epoch N: why" for each newer checkpoint that was damaged and passed over
+
+
+def host_copy(state):
+  """A numpy copy of a replicated state: one full replica of every array, from this process's devices."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data) if isinstance(x, jax.Array)
+                      else np.asarray(x), state)
+
+
+def state_digest(state) -> str:
+  """sha256 over every array's dtype, shape and bytes, in tree order."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+def _ocp():
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO
+  return ocp
+
+
+def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
+  ocp = _ocp()
+  if not read_only:
+    directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it with active_processes set
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=False, read_only=read_only, cleanup_tmp_directories=not read_only,
+      # Only process 0 writes, from its host copy; the other processes of a multi-host job wait for nobody.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
+  return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+class Saver:
+  """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end."""
+
+  def __init__(self, directory: Path, keep: int = 3):
+    self._manager = _manager(Path(directory), keep)
+
+  def save(self, epoch: int, state, rows: list[dict], data_info: dict) -> None:
+    """Starts writing epoch `epoch`'s checkpoint; blocks only while the state is copied to the host."""
+    ocp = _ocp()
+    host_state = host_copy(state)
+    # A copy: orbax serialises in the background, while training appends to `rows`.
+    meta = {"format": FORMAT_VERSION, "epoch": epoch, "rows": list(rows), "data": dict(data_info),
+            "state_sha256": state_digest(host_state)}
+    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
+                                                      meta=ocp.args.JsonSave(meta)))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def saved_epochs(directory: Path) -> list[int]:
+  """The epochs of complete checkpoints, oldest first (temporary folders of unfinished saves excluded)."""
+  if not Path(directory).is_dir():
+    return []
+  manager = _manager(Path(directory), read_only=True)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
+def _restore_one(manager, epoch: int, abstract_state) -> Restored:
+  ocp = _ocp()
+  restored = manager.restore(epoch, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  meta, state = restored.meta, restored.state
+  if meta.get("format") != FORMAT_VERSION or meta.get("epoch") != epoch or len(meta.get("rows", ())) != epoch:
+    raise ValueError(f"its metadata is not a jaxmnist checkpoint of epoch {epoch}")
+  if state_digest(host_copy(state)) != meta["state_sha256"]:
+    raise ValueError("its arrays do not match the checksum saved with them")
+  return Restored(epoch=epoch, state=state, rows=meta["rows"], data=meta["data"])
+
+
+def restore_latest(directory: Path, abstract_state) -> Restored:
+  """Restores the newest checkpoint that is intact, reporting the damaged ones it passes over.
+
+  Args:
+    directory: a run's checkpoint folder.
+    abstract_state: a TrainState of jax.ShapeDtypeStruct, each with the sharding to restore onto.
+  Raises:
+    UserError: no checkpoint, or none intact.
+  """
+  directory = Path(directory)
+  epochs = saved_epochs(directory)
+  if not epochs:
+    raise UserError(f"{directory} holds no complete checkpoint. A run saves one every "
+                    f"--checkpoint-every epochs, at the end and on Ctrl-C; train again, or pick another run.")
+  manager = _manager(directory, read_only=True)
+  skipped = []
+  try:
+    for epoch in reversed(epochs):
+      try:
+        restored = _restore_one(manager, epoch, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        skipped.append(f"epoch {epoch}: {first_line[:200]}")
+        continue
+      return dataclasses.replace(restored, skipped=tuple(skipped))
+  finally:
+    manager.close()
+  raise UserError(f"every checkpoint in {directory} is damaged ({'; '.join(skipped)}). Train the run again.")
+
+
+def abstract_like(state_shapes, sharding):
+  """A restore target: the shapes and dtypes of `state_shapes`, each placed with `sharding`."""
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)
+
+
+def describe(restored: Restored) -> str:
+  """One line for the log: which checkpoint was used, and which damaged ones were passed over."""
+  line = f"checkpoint of epoch {restored.epoch}"
+  if restored.skipped:
+    line += f" (passed over damaged newer checkpoints: {'; '.join(restored.skipped)})"
+  return line
