@@ -33,6 +33,7 @@ class Mnist:
   test_labels: np.ndarray  # int32 [10000]
   source: str  # where the bytes came from, for logs and summaries
   verified: bool = True  # False only for --unverified IDX directories
+  notes: tuple = ()  # why earlier sources were passed over (e.g. "tfds skipped: ..."), for the log
 
 
 def default_cache_dir() -> Path:
@@ -156,7 +157,9 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
         write_cache(cache_dir, files, origin)
       except OSError as e:  # a read-only home must not stop training
         print(f"warning: could not cache MNIST in {cache_dir}: {e}")
-    return _decode(files, origin, True)
+    # An empty cache is the normal first run; any other source passed over deserves a line.
+    notes = tuple(f"{failed}: {reason}" for failed, reason in failures if failed != "cache")
+    return dataclasses.replace(_decode(files, origin, True), notes=notes)
   raise DataError(_no_source_message(failures))
 
 

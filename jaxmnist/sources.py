@@ -4,17 +4,22 @@
 checksums in `jaxmnist.idx`, so a reader only has to produce bytes, never to be trusted.
 """
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
 import io
 import json
 import logging
+import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -85,6 +90,17 @@ def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
 
 # ---- tensorflow-datasets -----------------------------------------------------------------------
 
+# The host of tfds's four MNIST URLs (tensorflow_datasets/image_classification/mnist.py). Module
+# constants, so that a test can point the probe at a closed or silent port.
+TFDS_DOWNLOAD_HOST = "storage.googleapis.com"
+TFDS_DOWNLOAD_PORT = 443
+# Unreachable, tfds retries each of its four downloads ten times with backoff: 207 s before it gave
+# up, on a machine without DNS. A connect that has not succeeded after this long counts as unreachable.
+TFDS_PROBE_TIMEOUT_S = 3.0
+# tfds.data_source picks array_record (the format it can read without TensorFlow) only when no
+# data_dir is given; we pass one, so we ask for it.
+_TFDS_BUILDER_KWARGS = {"file_format": "array_record"}
+
 
 def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
   """Original indices in the order tfds stores them.
@@ -120,10 +136,64 @@ def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str):
   return images, labels  # verification will report the mismatch
 
 
-def _read_tfds_split(tfds, split: str, download: bool):
-  source = tfds.data_source("mnist", split=split, download=download)
-  # data_source decodes one record at a time (no batched reads without TensorFlow): ~20 s for 60k,
-  # paid once, since the result is cached.
+def tfds_connect_error(host: str, port: int, timeout_s: float) -> str | None:
+  """None if a TCP connection to host:port opens within timeout_s, else why it did not.
+
+  The connect runs in a daemon thread that we wait for at most timeout_s, because the name lookup
+  (getaddrinfo) ignores socket timeouts and can itself hang behind a broken resolver.
+  """
+  outcome = []
+
+  def attempt():
+    try:
+      socket.create_connection((host, port), timeout=timeout_s).close()
+      outcome.append(None)
+    except socket.timeout:
+      outcome.append(f"no answer within {timeout_s:g} s")
+    except OSError as e:
+      outcome.append(str(e) or type(e).__name__)
+
+  thread = threading.Thread(target=attempt, name=f"probe {host}:{port}", daemon=True)
+  thread.start()
+  thread.join(timeout_s)
+  return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
+def _tfds_via_proxy() -> bool:
+  # Behind an https proxy tfds connects to the proxy, not to the host: a direct probe proves nothing.
+  return "https" in urllib.request.getproxies() and not urllib.request.proxy_bypass(TFDS_DOWNLOAD_HOST)
+
+
+def _tensorflow_installed() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
+@contextlib.contextmanager
+def _quiet_tfds(tfds):
+  """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on.
+
+  Offline, tfds draws empty download bars and urllib3 logs a warning for each of its retries; tfds
+  also warns for every dataset it finds unprepared. The DataError of read_tfds says it once instead.
+  The loggers stay quiet after the attempt: tfds's download threads can outlive a failed attempt
+  and go on retrying (and warning) while the model trains.
+  """
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+
+  for name in ("absl", "urllib3"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+  bars_were_on = getattr(tqdm_utils, "_active", True)
+  tfds.disable_progress_bar()
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(bars_were_on)
+
+
+def _read_tfds_split(tfds, split: str, data_dir, download: bool):
+  source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=download,
+                            builder_kwargs=_TFDS_BUILDER_KWARGS)
+  # data_source decodes one record at a time (no batched reads without TensorFlow): ~20 s for 60k
+  # on two idle cores, 60-80 s for all 70k on two busy ones; paid once, since the result is cached.
   images = np.empty((len(source), 28, 28), np.uint8)
   labels = np.empty((len(source),), np.uint8)
   for i in range(len(source)):
@@ -133,28 +203,50 @@ def _read_tfds_split(tfds, split: str, download: bool):
   return images, labels
 
 
+def _read_tfds_files(tfds, data_dir, download: bool) -> IdxFiles:
+  files = {}
+  for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
+    images, labels = _canonical_order(*_read_tfds_split(tfds, split, data_dir, download), split)
+    files[images_name] = idx.encode_idx(images)
+    files[labels_name] = idx.encode_idx(labels)
+  return files
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def read_tfds() -> tuple[IdxFiles, str]:
-  """Reads MNIST through tensorflow-datasets; prepares it first only where TensorFlow is installed."""
+  """Reads MNIST through tensorflow-datasets: a prepared copy if there is one, else lets tfds
+  download and prepare it, where TensorFlow is installed and tfds's download host answers a probe."""
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
 
-  # tfds logs a warning for every dataset it finds unprepared; the DataError below says it once.
-  logging.getLogger("absl").setLevel(logging.ERROR)
-
-  # Preparing MNIST (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
-  can_prepare = importlib.util.find_spec("tensorflow") is not None
-  files = {}
-  try:
-    for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
-      images, labels = _canonical_order(*_read_tfds_split(tfds, split, can_prepare), split)
-      files[images_name] = idx.encode_idx(images)
-      files[labels_name] = idx.encode_idx(labels)
-  except Exception as e:  # tfds raises many types here: not prepared, no network, no TF, ...
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    hint = "" if can_prepare else " (TensorFlow is not installed, so tfds can only read a prepared copy)"
-    raise DataError(f"tfds could not serve MNIST{hint}: {first_line[:300]}") from e
-  return files, f"tfds mnist (tfds {tfds.__version__})"
+  origin = f"tfds mnist (tfds {tfds.__version__})"
+  # tfds reads TFDS_DATA_DIR once, when it is first imported; reading it here honours it per call.
+  data_dir = os.environ.get("TFDS_DATA_DIR") or None
+  with _quiet_tfds(tfds):
+    try:
+      return _read_tfds_files(tfds, data_dir, download=False), origin
+    except Exception as e:  # tfds raises many types here: not prepared, unreadable, ...
+      if not _tensorflow_installed():
+        raise DataError(f"tfds could not serve MNIST (TensorFlow is not installed, so tfds can only read "
+                        f"a prepared copy): {_first_line(e)}") from e
+    # Preparing MNIST (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
+    if not _tfds_via_proxy():
+      # Without this, an unreachable host costs minutes of tfds's retries before the next source.
+      host, port = TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT
+      error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
+      if error is not None:
+        raise DataError(
+            f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
+            f"installed but tfds found no prepared copy of mnist it could read, so it would only "
+            f"retry the download")
+    try:
+      return _read_tfds_files(tfds, data_dir, download=True), origin
+    except Exception as e:  # tfds raises many types here: no network, a failed download, ...
+      raise DataError(f"tfds could not serve MNIST: {_first_line(e)}") from e
 
 
 # ---- the offline copy on PyPI --------------------------------------------------------------------

@@ -65,8 +65,8 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
   if config.eval_batch_size < 1:
     problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
-  if config.checkpoint_every < 1:
-    problems.append(f"--checkpoint-every must be at least 1 epoch, got {config.checkpoint_every}")
+  if config.checkpoint_every < 0:
+    problems.append(f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}")
   if config.keep_checkpoints < 1:
     problems.append(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}")
   if problems:
@@ -245,6 +245,14 @@ def check_same_data(saved: dict, current: dict, run_dir: Path) -> None:
                     f"--data-dir, --unverified).")
 
 
+def _interrupted_message(epoch: int, config: Config, workdir: Path, saved: bool) -> str:
+  if not saved:
+    return (f"Interrupted after epoch {epoch} of {config.epochs}; checkpoints were off (--checkpoint-every=0), "
+            f"so the run cannot be resumed. {workdir / 'metrics.csv'} holds the finished epochs.")
+  return (f"Interrupted after epoch {epoch} of {config.epochs}; its checkpoint is saved in "
+          f"{workdir / checkpoint.CHECKPOINT_DIR}. Continue the run with `jaxmnist train --resume {workdir}`.")
+
+
 def _checkpoint_due(config: Config, epoch: int, stop_requested: bool) -> bool:
   return epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop_requested
 
@@ -298,7 +306,8 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   first_epoch = len(rows) + 1
   bar = tqdm(range(first_epoch, config.epochs + 1), desc=config.model, unit="epoch", initial=first_epoch - 1,
              total=config.epochs, disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
-  saver = checkpoint.Saver(workdir / checkpoint.CHECKPOINT_DIR, config.keep_checkpoints) if writes else None
+  saves = writes and config.checkpoint_every > 0  # 0: never (benchmarks); then nothing can resume or evaluate
+  saver = checkpoint.Saver(workdir / checkpoint.CHECKPOINT_DIR, config.keep_checkpoints) if saves else None
   started = time.perf_counter()
   try:
     with stop_after_epoch_on_ctrl_c(say) as stop:
@@ -324,9 +333,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
         if stop["requested"] and epoch < config.epochs:
           bar.close()
-          raise Interrupted(f"Interrupted after epoch {epoch} of {config.epochs}; its checkpoint is saved in "
-                            f"{workdir / checkpoint.CHECKPOINT_DIR}. Continue the run with "
-                            f"`jaxmnist train --resume {workdir}`.")
+          raise Interrupted(_interrupted_message(epoch, config, workdir, saved=saver is not None))
   finally:
     if saver:
       saver.close()  # waits for the last write: a checkpoint that was started is finished
@@ -411,7 +418,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
   parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(augment.AUGMENTATIONS)}")
   parser.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N epochs (also at the end "
-                      "and on Ctrl-C; default per preset)")
+                      "and on Ctrl-C; default per preset; 0: never, so no resume and no evaluation)")
   parser.add_argument("--keep-checkpoints", type=int, help="how many of the newest checkpoints to keep (3)")
   parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest intact "
                       "checkpoint, with its own config; the result equals an uninterrupted run's")
@@ -528,8 +535,9 @@ def run(args: argparse.Namespace) -> dict:
       f"{jax.process_count()} process(es)); run directory: {workdir}")
   summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh, resume=resume)
   say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(args.model or config.model))))
-  files = ["config.json", "metrics.csv", "accuracy.png", "summary.json", f"{checkpoint.CHECKPOINT_DIR}/"]
-  if writes and not args.no_evaluate:
+  files = ["config.json", "metrics.csv", "accuracy.png", "summary.json"]
+  files += [f"{checkpoint.CHECKPOINT_DIR}/"] if config.checkpoint_every > 0 else []
+  if writes and not args.no_evaluate and config.checkpoint_every > 0:
     from jaxmnist import evaluate  # pylint: disable=g-import-not-at-top
 
     evaluation = evaluate.evaluate_run(workdir, mnist, say=say)
@@ -541,6 +549,8 @@ def run(args: argparse.Namespace) -> dict:
 def load_data(args: argparse.Namespace, cache_dir: Path, say) -> data.Mnist:
   load_start = time.perf_counter()
   mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified)
+  for note in mnist.notes:
+    say(f"data: passed over {note}")
   say(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
   return mnist
 
