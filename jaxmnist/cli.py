@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
   export = commands.add_parser("export", help="write the model as a jax.export artifact")
   _add_run_dir(export)
   export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
+  export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
+                      "pip install 'jaxmnist[onnx]')")
   return parser
 
 

