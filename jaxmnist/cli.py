@@ -6,6 +6,7 @@ Synopsis:
   jaxmnist evaluate runs/cnn-20261127-120000     # confusion.png, top_losses.png, evaluation.json
   jaxmnist predict runs/cnn-20261127-120000 my_digit.png another.jpg
   jaxmnist export runs/cnn-20261127-120000       # model.jaxexport: runs with jax alone
+  jaxmnist serve runs/cnn-20261127-120000        # draw digits in the browser at http://127.0.0.1:8000/
 
 Each subcommand lives in its own module; this one only parses flags and dispatches.
 """
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
   export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
   export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
                       "pip install 'jaxmnist[onnx]')")
+
+  serve = commands.add_parser("serve", help="a page to draw digits on, and the model reading them (needs "
+                              "pip install 'jaxmnist[serve]')")
+  _add_run_dir(serve)
+  serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                     "machine only; 0.0.0.0 lets others on the network in)")
+  serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
   return parser
 
 
@@ -60,6 +68,10 @@ def dispatch(args: argparse.Namespace) -> None:
     from jaxmnist import export  # pylint: disable=g-import-not-at-top
 
     export.main(args)
+  elif args.command == "serve":
+    from jaxmnist import serve  # pylint: disable=g-import-not-at-top
+
+    serve.main(args)
 
 
 def main(argv=None) -> None:

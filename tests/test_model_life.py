@@ -78,7 +78,7 @@ def _bad_images(tmp_path):
   (tmp_path / "notes.png").write_text("not an image\n")
   Image.new("L", (300, 200), 255).save(tmp_path / "blank.png")
   Image.new("1", (9000, 9000), 1).save(tmp_path / "huge.png")  # 81 megapixels, a small file
-  return {"notes.png": "is not an image", "missing.png": "does not exist", "blank.png": "no ink",
+  return {"notes.png": "is not an image", "missing.png": "does not exist", "blank.png": "is blank",
           "huge.png": "pixels"}
 
 

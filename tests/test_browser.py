@@ -1,0 +1,154 @@
+"""`jaxmnist serve`'s page in a real browser: Playwright driving the system's chromium (headless).
+
+Drawing with the mouse must bring the ten probabilities while the stroke is still being drawn, Clear
+must empty them, and a different drawing must change them. The whole path (the browser's own
+canvas.toBlob PNG, the upload, the shared preprocessing, the model) must read 200 real MNIST test
+digits painted on the page's canvas as well as the model reads MNIST itself.
+
+Skips, saying why, where Playwright or chromium is missing (`.ci/run` installs chromium as root; on
+Debian or Ubuntu: apt-get install chromium). Playwright's own browser download is not used.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tests import serving
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'")
+pytest.importorskip("starlette", reason="`jaxmnist serve` needs pip install -e '.[serve]' (or '.[test]')")
+
+NUM_DIGITS = 200
+MIN_ACCURACY = 0.95
+BATCH = 50  # digits per page.evaluate call
+VIEWPORT = {"width": 720, "height": 440}
+
+# Paints MNIST digits on the page's canvas, black ink on white as the pen draws (bilinear, 10x), and
+# asks the page's own predict(): the browser encodes the canvas with toBlob, as for a person's drawing.
+PAINT_AND_PREDICT = """async (digits) => {
+  const {pad, clear, predict} = window.jaxmnist;
+  const ink = pad.getContext("2d");
+  const field = document.createElement("canvas");
+  field.width = field.height = 28;
+  const fieldInk = field.getContext("2d");
+  const answers = [];
+  for (const pixels of digits) {
+    clear();
+    const image = fieldInk.createImageData(28, 28);
+    pixels.forEach((v, i) => image.data.set([255 - v, 255 - v, 255 - v, 255], 4 * i));
+    fieldInk.putImageData(image, 0, 0);
+    ink.imageSmoothingEnabled = true;
+    ink.drawImage(field, 0, 0, pad.width, pad.height);
+    answers.push((await predict()).digit);
+  }
+  return answers;
+}"""
+
+
+def chromium_path():
+  return shutil.which("chromium") or next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+                                           if os.access(p, os.X_OK)), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+  executable = chromium_path()
+  if executable is None:
+    pytest.skip("chromium is not installed (Debian/Ubuntu: apt-get install chromium; .ci/run does it as root)")
+  with sync_api.sync_playwright() as playwright:
+    launched = playwright.chromium.launch(executable_path=executable, headless=True)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+  run_dir = serving.train_tiny(tmp_path_factory.mktemp("browser"))
+  with serving.Server(run_dir, run_dir.parent / "cache") as server:
+    yield server
+
+
+@pytest.fixture(scope="module")
+def cnn_server(cnn_run, real_cache_dir):
+  with serving.Server(cnn_run[0], real_cache_dir) as server:
+    yield server
+
+
+@pytest.fixture
+def open_page(browser):
+  """Opens a server's page; fails the test on any script error or request to another origin."""
+  pages, problems = [], []
+
+  def open_(server):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("request", lambda request: None if request.url.startswith((server.url, "data:"))
+            else problems.append(f"request elsewhere: {request.url}"))
+    page.goto(server.url)
+    page.wait_for_function("() => document.getElementById('about').textContent !== ''")  # health answered
+    pages.append(page)
+    return page
+
+  yield open_
+  for page in pages:
+    page.close()
+  assert not problems
+
+
+def predictions(page) -> int:
+  return int(page.get_attribute("#bars", "data-predictions"))
+
+
+def test_drawing_shows_probabilities_while_drawing_and_clear_resets_them(tiny_server, open_page):
+  page = open_page(tiny_server)
+  box = page.locator("#pad").bounding_box()
+  page.mouse.move(box["x"] + 140, box["y"] + 40)
+  page.mouse.down()
+  for y in range(60, 260, 20):  # a slow vertical stroke, about 1 s: answers arrive before the pen lifts
+    page.mouse.move(box["x"] + 140, box["y"] + y, steps=3)
+    page.wait_for_timeout(100)
+  page.wait_for_function("() => Number(document.getElementById('bars').dataset.predictions) > 0", timeout=10_000)
+  page.mouse.up()
+  serving.wait_until_idle(page)
+  first = np.array(serving.probabilities(page))
+  assert first.shape == (10,) and abs(first.sum() - 1) < 1e-3
+  assert int(page.get_attribute("#guess", "data-digit")) == int(np.argmax(first))
+  assert page.evaluate("() => document.getElementById('seen').getContext('2d')"
+                       ".getImageData(0, 0, 28, 28).data.some((v, i) => i % 4 < 3 && v > 0)")  # what it saw
+
+  page.click("#clear")
+  assert serving.probabilities(page) == [0] * 10
+  assert page.get_attribute("#bars", "data-state") == "idle"
+
+  serving.draw(page, serving.ZERO)
+  serving.wait_until_idle(page)
+  second = np.array(serving.probabilities(page))
+  assert abs(second.sum() - 1) < 1e-3
+  assert np.abs(second - first).max() > 0.01, (first, second)  # another shape, another answer
+  assert page.get_attribute("#bars", "data-state") == "done"
+
+
+def test_200_mnist_digits_painted_through_the_page_are_read_correctly(cnn_server, open_page, real_mnist):
+  page = open_page(cnn_server)
+  images = real_mnist.test_images[:NUM_DIGITS, ..., 0].reshape(NUM_DIGITS, -1).tolist()
+  labels = real_mnist.test_labels[:NUM_DIGITS]
+  answers = []
+  for start in range(0, NUM_DIGITS, BATCH):
+    answers += page.evaluate(PAINT_AND_PREDICT, images[start:start + BATCH])
+  accuracy = float(np.mean(np.array(answers) == labels))
+  print(f"browser path (canvas.toBlob PNG -> POST /api/predict): {accuracy:.3f} of {NUM_DIGITS} MNIST test digits")
+  assert accuracy >= MIN_ACCURACY
+
+
+def test_a_digit_drawn_with_the_mouse_is_read_and_can_be_screenshot(cnn_server, open_page, tmp_path):
+  page = open_page(cnn_server)
+  serving.draw(page, serving.SEVEN, pause_ms=30)
+  serving.wait_until_idle(page)
+  assert page.get_attribute("#guess", "data-digit") == "7"
+  assert max(serving.probabilities(page)) > 0.5
+  path = tmp_path / "serve.png"
+  page.screenshot(path=str(path))
+  assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 5_000
