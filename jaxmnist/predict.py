@@ -21,12 +21,19 @@ from jaxmnist import data, interpret, preprocess, runs, steps, train
 TOP_K = 3
 
 
-def probabilities(trained: runs.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
-  """Softmax probabilities [N, C] of uint8 images, in eval mode."""
+def probabilities_fn(trained: runs.Trained):
+  """`images_NxHxWxC (uint8) -> softmax probabilities [N, C]`, eval mode, jitted once: build it once
+  and call it many times (the server does), so that only a new batch shape compiles again."""
   def probabilities_of(variables, images):
     return jax.nn.softmax(trained.model.apply(variables, steps.images_to_inputs(images), train=False))
 
-  return np.asarray(jax.jit(probabilities_of)(trained.variables, images_NxHxWxC))
+  jitted = jax.jit(probabilities_of)
+  return lambda images_NxHxWxC: np.asarray(jitted(trained.variables, images_NxHxWxC))
+
+
+def probabilities(trained: runs.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
+  """Softmax probabilities [N, C] of uint8 images, in eval mode (one call; see probabilities_fn)."""
+  return probabilities_fn(trained)(images_NxHxWxC)
 
 
 def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS) -> dict:

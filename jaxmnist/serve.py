@@ -45,10 +45,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import jax
 import numpy as np
 
-from jaxmnist import data, preprocess, runs, steps, train
+from jaxmnist import data, predict, preprocess, runs, train
 from jaxmnist.errors import UserError
 
 MAX_BODY_BYTES = 2 * 2**20  # a 280x280 canvas PNG takes 5-15 kB; a cropped photo of a digit fits too
@@ -73,17 +72,10 @@ class Refusal(Exception):
 # The model.
 
 def make_forward(trained: runs.Trained) -> Forward:
-  """Softmax probabilities of one uint8 image, jitted once (predict.probabilities' computation).
-
-  `predict.probabilities` builds a new jit for each call, which is right for one CLI batch but would
-  trace and compile again for every request; this one is built at start-up and reused.
-  """
-  def probabilities_of(variables, images_1xHxWxC):
-    logits = trained.model.apply(variables, steps.images_to_inputs(images_1xHxWxC), train=False)
-    return jax.nn.softmax(logits)[0]
-
-  jitted = jax.jit(probabilities_of)
-  return lambda image_1xHxWxC: np.asarray(jitted(trained.variables, image_1xHxWxC))
+  """Softmax probabilities of one uint8 image: `jaxmnist predict`'s computation, jitted once at start-up
+  and reused, so no request traces or compiles."""
+  probabilities_of = predict.probabilities_fn(trained)
+  return lambda image_1xHxWxC: probabilities_of(image_1xHxWxC)[0]
 
 
 def sample_drawings() -> list[bytes]:
