@@ -44,9 +44,11 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   _, valid_indices = data.split_train_valid(len(mnist.train_labels), trained.config.valid_fraction,
                                             trained.config.seed)
   test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
-  valid_logits = split_logits(trained, mnist.train_images, valid_indices)
   test = split_report(test_logits, mnist.test_labels)
-  valid = split_report(valid_logits, mnist.train_labels[valid_indices])
+  valid = None  # a run with --valid-fraction=0 trained on every training example
+  if len(valid_indices):
+    valid = split_report(split_logits(trained, mnist.train_images, valid_indices),
+                         mnist.train_labels[valid_indices])
 
   name = f"{trained.config.model}, epoch {trained.epoch}"
   interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]),
@@ -71,7 +73,8 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   }
   report.write_json(run_dir / "evaluation.json", evaluation)
   say(f"evaluation of {trained.config.model} ({trained.checkpoint_line}):")
-  say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy {valid['accuracy']:.4f}")
+  say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
+      f"{report.format_accuracy(valid and valid['accuracy'])}")
   say(interpret.metrics_table_markdown(test["per_class"], test["accuracy"]))
   return evaluation
 

@@ -53,8 +53,13 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
+  """The rows as written; an empty cell (no validation split) reads back as None."""
   with open(path, newline="") as f:
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def format_accuracy(accuracy: float | None) -> str:
+  return "none (no validation split)" if accuracy is None else f"{accuracy:.4f}"
 
 
 def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | None) -> None:
@@ -68,7 +73,8 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
   epochs = [r["epoch"] for r in rows]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   ax.plot(epochs, [r["train_accuracy"] for r in rows], label="train (running, during the epoch)")
-  ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation")
+  if rows and rows[0]["valid_accuracy"] is not None:  # None: trained on all examples
+    ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation")
   if post is not None:
     ax.axhline(post.valid, color="gray", linestyle="--", label=f"post's validation ({post.valid})")
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -88,8 +94,8 @@ def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:
   """The closing lines: jaxmnist's accuracies beside the post's PyTorch numbers."""
   valid, test = summary["valid_accuracy"], summary["test_accuracy"]
   lines = [f"{summary['config']['model']} after {summary['epochs_completed']} epochs:"]
-  if post is None:
-    lines += [f"  validation accuracy {valid:.4f}", f"  test accuracy       {test:.4f}"]
+  if post is None or valid is None:
+    lines += [f"  validation accuracy {format_accuracy(valid)}", f"  test accuracy       {test:.4f}"]
   else:
     lines += [
         f"  validation accuracy {valid:.4f}   (post, PyTorch, 400 epochs: {post.valid})",

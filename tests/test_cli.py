@@ -46,6 +46,20 @@ def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
   assert not list(run.glob(".*partial*"))
 
 
+def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(cli, tmp_path):
+  result = cli("--model=tiny", "--valid-fraction=0", "--workdir=run")
+  assert result.returncode == 0, result.stderr
+  assert "validation accuracy none (no validation split)" in result.stdout
+  rows = report.read_metrics_csv(tmp_path / "run" / "metrics.csv")
+  assert [r["valid_accuracy"] for r in rows] == [None, None, None]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["valid_accuracy"] is None
+  bound = {name: value for name, _, value in training_outcomes.THRESHOLDS["tiny_run"]}["test_accuracy"]
+  assert summary["test_accuracy"] >= bound  # it still learns the toy set
+  evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())  # the report skips validation
+  assert evaluation["validation"] is None and evaluation["test"]["accuracy"] == summary["test_accuracy"]
+
+
 @pytest.mark.parametrize("args, message", [
     (("--model=resnet50",), "Unknown model 'resnet50'"),
     (("--lr=0",), "learning rate must be a positive number"),
@@ -53,8 +67,8 @@ def test_trains_tiny_data_and_writes_the_run_files(cli, tmp_path):
     (("--epochs=0",), "epochs must be at least 1"),
     (("--batch-size=0",), "batch size must be between 1 and"),
     (("--batch-size=481",), "batch size must be between 1 and the 480 training examples"),
-    (("--valid-fraction=0",), "strictly between 0 and 1"),
-    (("--valid-fraction=1.5",), "strictly between 0 and 1"),
+    (("--valid-fraction=-0.1",), "must lie in [0, 1)"),
+    (("--valid-fraction=1.5",), "must lie in [0, 1)"),
     (("--init=xavier",), "unknown init 'xavier'"),
     # argparse would take these as --data-dir=idx and --epochs=3 without a word.
     (("--data=idx",), "unrecognized arguments: --data=idx"),
