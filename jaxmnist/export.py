@@ -54,7 +54,7 @@ def portable_module(model: Union[str, nn.Module]) -> nn.Module:
     if model not in models.MODELS:
       raise errors.UserError(f"Unknown model {model!r}; choose one of {', '.join(models.MODELS)}.")
     model = models.build_model(model)
-  if isinstance(model, models.CNN) and model.conv_impl is None:
+  if isinstance(model, (models.CNN, models.FastCNN)) and model.conv_impl is None:
     model = model.clone(conv_impl="xla")
   return model
 

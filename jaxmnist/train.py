@@ -41,10 +41,11 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"the learning rate must be a positive number, got {config.learning_rate}")
   if config.epochs < 1:
     problems.append(f"epochs must be at least 1, got {config.epochs}")
-  if not 0 < config.valid_fraction < 1:
-    problems.append(f"the validation fraction must lie strictly between 0 and 1, got {config.valid_fraction}")
+  if not 0 <= config.valid_fraction < 1:
+    problems.append(f"the validation fraction must lie in [0, 1) (0: train on all examples), "
+                    f"got {config.valid_fraction}")
   num_train = num_examples - int(num_examples * config.valid_fraction)
-  if 0 < config.valid_fraction < 1 and not 1 <= config.batch_size <= num_train:
+  if 0 <= config.valid_fraction < 1 and not 1 <= config.batch_size <= num_train:
     problems.append(f"the batch size must be between 1 and the {num_train} training examples, "
                     f"got {config.batch_size}")
   if config.init not in models.INIT_SCHEMES:
@@ -57,6 +58,8 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"unknown schedule {config.schedule!r} (choose one of {', '.join(SCHEDULES)})")
   if config.augment not in augment.AUGMENTATIONS:
     problems.append(f"unknown augmentation {config.augment!r} (choose one of {', '.join(augment.AUGMENTATIONS)})")
+  if not (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1):
+    problems.append(f"the Adam betas must lie in [0, 1), got {config.adam_b1} and {config.adam_b2}")
   if not 0 <= config.momentum < 1:
     problems.append(f"momentum must lie in [0, 1), got {config.momentum}")
   if config.weight_decay < 0:
@@ -90,14 +93,41 @@ def prepare_workdir(workdir: Path) -> None:
 
 LOOPS = ("scan", "python")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "onecycle", "cosine")
+SCHEDULES = ("constant", "onecycle", "onecycle_torch", "cosine")
 
 
 def steps_per_epoch(config: Config, num_train: int) -> int:
   return -(-num_train // config.batch_size)
 
 
+def torch_onecycle_schedule(total_steps: int, peak_value: float, pct_start: float = 0.3,
+                            div_factor: float = 25.0, final_div_factor: float = 1e4) -> optax.Schedule:
+  """torch.optim.lr_scheduler.OneCycleLR's rate (its defaults, two phases, cosine annealing), step by step.
+
+  Up from peak/div_factor to the peak at step pct_start * total_steps - 1, then down to
+  peak/div_factor/final_div_factor at the last step. (optax's cosine_onecycle_schedule puts the peak
+  one step later and ends one step later.)
+  """
+  initial, final = peak_value / div_factor, peak_value / div_factor / final_div_factor
+  peak_step = float(pct_start * total_steps) - 1
+  last_step = total_steps - 1
+
+  def cosine(start, end, fraction):
+    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * fraction) + 1)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warming = step <= peak_step
+    up = cosine(initial, peak_value, jnp.clip(step / peak_step, 0.0, 1.0))
+    down = cosine(peak_value, final, jnp.clip((step - peak_step) / (last_step - peak_step), 0.0, 1.0))
+    return jnp.where(warming, up, down)
+
+  return schedule
+
+
 def learning_rate_schedule(config: Config, total_steps: int) -> optax.Schedule:
+  if config.schedule == "onecycle_torch":
+    return torch_onecycle_schedule(total_steps, config.learning_rate)
   if config.schedule == "onecycle":
     # fastai's fit_one_cycle defaults: warm up over the first 25% from lr/25, anneal to lr/1e5.
     return optax.cosine_onecycle_schedule(total_steps, config.learning_rate, pct_start=0.25,
@@ -113,10 +143,11 @@ def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTrans
     lr = config.learning_rate  # a float, exactly the post's optimizer
   else:
     lr = learning_rate_schedule(config, config.epochs * steps_per_epoch_)
+  betas = {"b1": config.adam_b1, "b2": config.adam_b2}
   if config.optimizer == "adamw":
-    return optax.adamw(lr, weight_decay=config.weight_decay)
+    return optax.adamw(lr, weight_decay=config.weight_decay, **betas)
   if config.optimizer == "adam":
-    core = optax.adam(lr)
+    core = optax.adam(lr, **betas)
   else:
     core = optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov)
   return optax.chain(optax.add_decayed_weights(config.weight_decay), core) if config.weight_decay else core
@@ -134,22 +165,27 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   """
   # One device needs no sharding constraints; the scan then gathers each batch inside its step.
   sharding = parallel.batch_sharding(mesh) if mesh.size > 1 else None
-  key = partial(steps.epoch_key, config.seed)
+  # The seed is an argument, not a constant baked into the program: every seed of a config shares one
+  # compiled epoch, and XLA's persistent cache serves it to the next process (the seed sweeps of
+  # experiments/ compile once).
+  seed = jnp.asarray(config.seed)
   options = step_options(config)
   if config.loop == "scan":
     train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,
                           optimizer=optimizer, sharding=sharding, **options)
-    return jax.jit(lambda state, images, labels, indices, epoch:
-                   train_epoch(state, images, labels, indices, key(epoch)), donate_argnums=0)
-  cut = jax.jit(lambda images, labels, indices, epoch: steps.epoch_batches(
-      images, labels, indices, key(epoch), batch_size=config.batch_size, sharding=sharding))
-  keys_for = jax.jit(lambda epoch, num_steps: steps.step_keys(key(epoch), num_steps), static_argnums=1)
+    jitted = jax.jit(lambda state, images, labels, indices, epoch, seed:
+                     train_epoch(state, images, labels, indices, steps.epoch_key(seed, epoch)), donate_argnums=0)
+    return lambda state, images, labels, indices, epoch: jitted(state, images, labels, indices, epoch, seed)
+  cut = jax.jit(lambda images, labels, indices, epoch, seed: steps.epoch_batches(
+      images, labels, indices, steps.epoch_key(seed, epoch), batch_size=config.batch_size, sharding=sharding))
+  keys_for = jax.jit(lambda epoch, seed, num_steps: steps.step_keys(steps.epoch_key(seed, epoch), num_steps),
+                     static_argnums=2)
   step = jax.jit(partial(steps.train_step_at, apply_fn=apply_fn, optimizer=optimizer, **options),
                  donate_argnums=(0, 1))
 
   def epoch_fn(state, images, labels, indices, epoch):
-    batches = cut(images, labels, indices, epoch)
-    keys = keys_for(epoch, batches[0].shape[0])
+    batches = cut(images, labels, indices, epoch, seed)
+    keys = keys_for(epoch, seed, batches[0].shape[0])
     sums = jax.device_put(steps.zero_sums(), parallel.replicated(mesh))
     for i in range(batches[0].shape[0]):
       state, sums = step(state, sums, batches, keys, i)
@@ -194,12 +230,12 @@ def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
   }
 
 
-def _epoch_row(epoch: int, sums: dict, valid_correct: int, num_valid: int, seconds: float) -> dict:
+def _epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float) -> dict:
   return {
       "epoch": epoch,
       "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
       "train_accuracy": float(sums["correct"]) / float(sums["count"]),
-      "valid_accuracy": int(valid_correct) / num_valid,
+      "valid_accuracy": int(valid_correct) / num_valid if num_valid else None,  # None: --valid-fraction=0
       "seconds": round(seconds, 4),
   }
 
@@ -315,7 +351,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
         epoch_start = time.perf_counter()
         state, sums = train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
         valid_correct = count_correct(steps.eval_variables(state), arrays["images"], arrays["labels"],
-                                      arrays["valid_indices"])
+                                      arrays["valid_indices"]) if num_valid else None
         sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
         row = _epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start)
         rows.append(row)
@@ -330,7 +366,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
           raise TrainingDiverged(_divergence_message(config, row, workdir))
         if saver and _checkpoint_due(config, epoch, stop["requested"]):
           saver.save(epoch, state, rows, data_info)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['valid_accuracy']:.4f}")
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=report.format_accuracy(row["valid_accuracy"]))
         if stop["requested"] and epoch < config.epochs:
           bar.close()
           raise Interrupted(_interrupted_message(epoch, config, workdir, saved=saver is not None))

@@ -17,6 +17,8 @@ PARAM_COUNTS = {
     # convs 9*(1*32 + 32*32 + 32*64 + 64*64), BatchNorm 2*(32+32+64+64), dense 3136*256+256, 256*10+10
     "cnn_wide": 64_800 + 384 + 803_072 + 2_570,
     "resnet": 64_800 + 384 + 401_536 + 1_290 + 1 * 32 + 32 * 64,  # plus the 1x1 skip projections
+    # conv 5x5 1->24 and 3x3 24->32 with biases, dense 800*256+256, 256*10+10
+    "cnn_fast": 25 * 24 + 24 + 216 * 32 + 32 + 205_056 + 2_570,
 }
 
 
@@ -86,3 +88,20 @@ def test_train_mode_updates_batch_stats_and_eval_mode_uses_them(name, key):
   other, _ = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(9)},
                          mutable=["batch_stats"])
   assert float(jnp.abs(other - logits).max()) > 0
+
+
+@pytest.mark.parametrize("size,padding,channels", [(3, "SAME", 5), (5, "VALID", 1), (3, "VALID", 24), (4, "SAME", 2)])
+def test_im2col_convolution_equals_xla_convolution(size, padding, channels, key):
+  x_key, k_key = jax.random.split(key)
+  x = jax.random.normal(x_key, (3, 12, 12, channels))
+  kernel = jax.random.normal(k_key, (size, size, channels, 7))
+  expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(models.conv_im2col(x, kernel, padding), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_cnn_gives_the_same_logits_with_either_convolution(key):
+  model = models.build_model("cnn_fast")
+  images = jax.random.uniform(key, (4, 28, 28, 1))
+  variables = model.init(key, images)
+  np.testing.assert_allclose(model.clone(conv_impl="im2col").apply(variables, images),
+                             model.clone(conv_impl="xla").apply(variables, images), rtol=1e-4, atol=1e-4)

@@ -51,3 +51,16 @@ def test_unknown_loop_is_a_user_error(tiny_mnist, tmp_path):
   config = dataclasses.replace(PRESETS["tiny"], loop="vmap")
   with pytest.raises(train.UserError, match="unknown loop 'vmap'"):
     train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
+
+
+def test_torch_onecycle_schedule_matches_torch_onecycle_lr_at_its_landmarks():
+  """torch.optim.lr_scheduler.OneCycleLR(max_lr=0.01, total_steps=235), its defaults: the first step
+  at max/25, the peak at step 0.3*235-1 = 69.5 (between steps 69 and 70), the last step at max/25/1e4."""
+  schedule = train.torch_onecycle_schedule(235, 0.01)
+  rates = np.array([float(schedule(i)) for i in range(235)])
+  np.testing.assert_allclose(rates[0], 0.01 / 25, rtol=1e-5)  # float32
+  np.testing.assert_allclose(rates[-1], 0.01 / 25 / 1e4, rtol=1e-4)
+  assert rates.argmax() in (69, 70) and rates.max() > 0.0099
+  assert np.all(np.diff(rates[:70]) > 0) and np.all(np.diff(rates[70:]) < 0)
+  # Halfway up the cosine warm-up (step 34.75 of 69.5) the rate is the mean of the two ends.
+  np.testing.assert_allclose(float(schedule(34.75)), (0.01 / 25 + 0.01) / 2, rtol=1e-5)
