@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 import urllib.parse
 
 import numpy as np
@@ -228,6 +229,16 @@ def test_evaluating_a_run_with_the_other_dataset_exits_2(fashion_run, tmp_path):
   result = jaxmnist_cli("evaluate", run_dir, "--dataset=mnist", f"--data-dir={idx_dir}", "--unverified",
                         cwd=tmp_path, cache_dir=tmp_path / "cache")
   assert_one_paragraph(result, "was trained on Fashion-MNIST", "--dataset=mnist asks for MNIST")
+
+
+def test_resuming_a_run_with_the_other_dataset_exits_2(fashion_run, tmp_path):
+  run_dir, idx_dir, _ = fashion_run
+  unfinished = tmp_path / "unfinished"
+  shutil.copytree(run_dir, unfinished)
+  (unfinished / "summary.json").unlink()  # as if stopped after its last checkpoint
+  result = jaxmnist_cli("train", "--resume", unfinished, "--dataset=mnist", f"--data-dir={idx_dir}", "--unverified",
+                        cwd=tmp_path, cache_dir=tmp_path / "cache")
+  assert_one_paragraph(result, "--dataset=mnist (the run has fashion_mnist)")
 
 
 def test_runs_saved_before_the_dataset_field_read_as_mnist(fashion_run, tmp_path):
