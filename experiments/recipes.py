@@ -45,19 +45,23 @@ def run_preset(preset: str, seed: int) -> dict:
           "config": summary["config"]}
 
 
+def recipe(c: dict) -> str:
+  """A config (as config.json holds it) in a few words: optimizer, schedule, lr, batch and extras."""
+  return (f"{c['optimizer']}, {c['schedule']}, lr {c['learning_rate']}, batch {c['batch_size']}"
+          + (f", wd {c['weight_decay']}" if c["weight_decay"] else "")
+          + (f", label smoothing {c['label_smoothing']}" if c["label_smoothing"] else "")
+          + (f", augment {c['augment']}" if c["augment"] != "none" else ""))
+
+
 def table(results: list[dict]) -> list[str]:
   lines = ["| preset | model | recipe | epochs | test accuracy (mean ± std) | seeds | wall s per run (mean) | command |",
            "|---|---|---|---|---|---|---|---|"]
   for preset in dict.fromkeys(r["preset"] for r in results):
     runs = [r for r in results if r["preset"] == preset]
     c = runs[0]["config"]
-    recipe = (f"{c['optimizer']}, {c['schedule']}, lr {c['learning_rate']}, batch {c['batch_size']}"
-              + (f", wd {c['weight_decay']}" if c["weight_decay"] else "")
-              + (f", label smoothing {c['label_smoothing']}" if c["label_smoothing"] else "")
-              + (f", augment {c['augment']}" if c["augment"] != "none" else ""))
     accs = [r["test_accuracy"] for r in runs]
     spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else " (one seed)"
-    lines.append(f"| {preset} | {c['model']} | {recipe} | {c['epochs']} | {statistics.mean(accs):.4f}{spread} | "
+    lines.append(f"| {preset} | {c['model']} | {recipe(c)} | {c['epochs']} | {statistics.mean(accs):.4f}{spread} | "
                  f"{len(runs)} | {statistics.mean(r['wall_s'] for r in runs):.1f} | "
                  f"`python -m jaxmnist.train --model={preset}` |")
   for name in ("linear", "mlp2", "mlp3"):

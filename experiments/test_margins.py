@@ -9,7 +9,8 @@ versions, and a short run on tiny data amplifies that. This script reruns each s
 `tests/training_outcomes.py` (the very functions the tests call) in a fresh process under each
 perturbation below, standing in for another machine, and reports the margin of every asserted
 quantity (negative: that test would fail). The last row switches learning off (lr 1e-30): every
-test must then fail, which shows the tests can fail.
+test must then fail, which shows the tests can fail. It reads real MNIST and real Fashion-MNIST from
+their usual sources (Fashion-MNIST offline: `sudo apt-get install dataset-fashion-mnist`).
 """
 
 import argparse
@@ -35,7 +36,7 @@ PERTURBATIONS = {
     "one CPU (taskset)": (0, "scan", {}, "0"),
     "8 devices": (0, "scan", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, None),
 }
-SCENARIOS = ("toy_steps", "tiny_run", "cnn_tiny", "resnet_affine_tiny", "real_linear")
+SCENARIOS = ("toy_steps", "tiny_run", "cnn_tiny", "resnet_affine_tiny", "real_linear", "real_fashion_linear")
 
 
 def worker(seed: int, loop: str, broken: bool) -> dict:
@@ -44,6 +45,7 @@ def worker(seed: int, loop: str, broken: bool) -> dict:
   from tests import training_outcomes as outcomes  # pylint: disable=g-import-not-at-top
 
   mnist = data.load_mnist()
+  fashion = data.load_mnist(dataset="fashion_mnist")  # e.g. from Debian's dataset-fashion-mnist
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in SCENARIOS:
@@ -53,6 +55,8 @@ def worker(seed: int, loop: str, broken: bool) -> dict:
         kwargs.update(workdir=Path(tmp) / name, loop=loop)
       if name == "real_linear":
         kwargs["mnist"] = mnist
+      if name == "real_fashion_linear":
+        kwargs["fashion"] = fashion
       measured = scenario(**kwargs)
       results[name] = {quantity: measured[quantity] for quantity, _, _ in outcomes.THRESHOLDS[name]}
   return results

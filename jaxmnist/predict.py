@@ -6,7 +6,8 @@ Synopsis:
 
 Each image goes through `jaxmnist.preprocess.to_mnist` (ink made white on black, cropped, scaled to
 20 px and centred by its centre of mass, as MNIST was made), then through the run's newest checkpoint
-in eval mode, all images in one jitted call.
+in eval mode, all images in one jitted call. Classes are named as the run's dataset names them: the
+digit for MNIST, "Sneaker", "Bag", ... for Fashion-MNIST.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmnist import data, interpret, preprocess, runs, steps, train
+from jaxmnist import data, datasets, interpret, preprocess, runs, steps, train
 
 TOP_K = 3
 
@@ -53,9 +54,11 @@ def main(args: argparse.Namespace) -> None:
   images = preprocess.to_mnist_batch(args.images)  # every bad image is named before the model loads
   train.enable_compilation_cache(data.default_cache_dir(), train.xla_cache_limit_bytes())
   trained = runs.load_trained(Path(args.run_dir))
-  results = [describe(path, p) for path, p in zip(args.images, probabilities(trained, images))]
+  names = datasets.get(trained.config.dataset).class_names
+  results = [describe(path, p, names) for path, p in zip(args.images, probabilities(trained, images))]
   if args.json:
     print(json.dumps({"run_dir": str(args.run_dir), "model": trained.config.model,
+                      "dataset": trained.config.dataset, "class_names": list(names),
                       "checkpoint_epoch": trained.epoch, "predictions": results}, indent=1))
   else:
     print("\n".join(line(r) for r in results))

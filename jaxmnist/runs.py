@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jaxmnist import checkpoint
+from jaxmnist import checkpoint, datasets
 from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 
@@ -47,6 +47,16 @@ def read_config(run_dir) -> Config:
                     f"`jaxmnist train` printed.") from None
   except (OSError, ValueError, TypeError) as e:
     raise UserError(f"{path} is not a readable jaxmnist config ({e}). Give another run directory.") from e
+
+
+def check_dataset_flag(run_dir, config: Config, flag: str | None) -> None:
+  """UserError when --dataset (None: not given) names another dataset than the run was trained on."""
+  if flag is None or flag == config.dataset:
+    return
+  asked, trained_on = datasets.get(flag), datasets.get(config.dataset)
+  raise UserError(f"{run_dir} was trained on {trained_on.title} (dataset {trained_on.name}), but --dataset={flag} "
+                  f"asks for {asked.title}. A run is evaluated on the dataset it was trained on: drop --dataset "
+                  f"(its config.json says {trained_on.name}), or give a run trained on {asked.title}.")
 
 
 def read_summary(run_dir) -> dict | None:

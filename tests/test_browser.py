@@ -71,6 +71,13 @@ def tiny_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fashion_server(tmp_path_factory):
+  run_dir = serving.train_tiny(tmp_path_factory.mktemp("browser-fashion"), "--dataset=fashion_mnist")
+  with serving.Server(run_dir, run_dir.parent / "cache") as server:
+    yield server
+
+
+@pytest.fixture(scope="module")
 def cnn_server(cnn_run, real_cache_dir):
   with serving.Server(cnn_run[0], real_cache_dir) as server:
     yield server
@@ -129,6 +136,19 @@ def test_drawing_shows_probabilities_while_drawing_and_clear_resets_them(tiny_se
   assert abs(second.sum() - 1) < 1e-3
   assert np.abs(second - first).max() > 0.01, (first, second)  # another shape, another answer
   assert page.get_attribute("#bars", "data-state") == "done"
+
+
+def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_server, open_page):
+  page = open_page(fashion_server)
+  names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+  assert page.locator("#bars .row .name").all_text_contents() == names
+  assert page.text_content("#title") == "Draw a piece of clothing"
+  assert "on Fashion-MNIST's test set" in page.text_content("#about")
+  serving.draw(page, serving.ZERO)
+  serving.wait_until_idle(page)
+  assert page.text_content("#guess") == names[int(page.get_attribute("#guess", "data-digit"))]
+  for label in page.locator("#bars .row .name").all():  # "T-shirt/top" and "Ankle boot" fit, not cut off
+    assert label.evaluate("e => e.scrollWidth <= e.clientWidth"), label.text_content()
 
 
 def test_200_mnist_digits_painted_through_the_page_are_read_correctly(cnn_server, open_page, real_mnist):

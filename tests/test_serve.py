@@ -99,6 +99,9 @@ def test_health_names_the_run_its_checkpoint_and_test_accuracy(server, tiny_run)
   assert answer["run_dir"] == str(tiny_run)
   assert answer["checkpoint_epoch"] == summary["epochs_completed"]
   assert answer["test_accuracy"] == summary["test_accuracy"]
+  # An MNIST run (the default dataset): the page labels its bars with the digits.
+  assert (answer["dataset"], answer["dataset_title"]) == ("mnist", "MNIST")
+  assert answer["class_names"] == [str(d) for d in range(10)]
 
 
 @pytest.mark.parametrize("image_format, content_type", [("PNG", "image/png"), ("JPEG", "image/jpeg")])
@@ -112,7 +115,7 @@ def test_predict_gives_what_jaxmnist_predict_computes(server, tiny_run, image_fo
   np.testing.assert_array_equal(image_HxW, expected_image[..., 0])
   probabilities_C = np.array(answer["probabilities"])
   assert probabilities_C.shape == (10,) and abs(probabilities_C.sum() - 1) < 1e-4
-  assert answer["digit"] == int(np.argmax(probabilities_C))
+  assert answer["digit"] == int(np.argmax(probabilities_C)) and answer["class"] == str(answer["digit"])
   expected_C = predict.probabilities(runs.load_trained(tiny_run), expected_image[None])[0]
   np.testing.assert_allclose(probabilities_C, expected_C, atol=2e-6)  # rounded to 6 decimals in the JSON
 

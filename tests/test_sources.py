@@ -75,7 +75,7 @@ def test_fake_idx_dir_fails_verification_unless_unverified(idx_dir, tmp_path):
 
 
 def test_every_source_failing_lists_what_was_tried(tmp_path, monkeypatch):
-  monkeypatch.setattr(sources, "read_tfds", lambda: (_ for _ in ()).throw(DataError("tfds said no")))
+  monkeypatch.setattr(sources, "read_tfds", lambda *_: (_ for _ in ()).throw(DataError("tfds said no")))
   monkeypatch.setattr(sources, "read_pypi", lambda _: (_ for _ in ()).throw(DataError("pip said no")))
   with pytest.raises(DataError) as e:
     data.load_mnist("auto", cache_dir=tmp_path / "cache")
