@@ -197,7 +197,11 @@ def ink_on_black(gray_HxW: np.ndarray) -> np.ndarray:
   # The median is paper: strokes cover far less than half of a picture of a digit.
   dark, paper, light = np.percentile(gray_HxW, [0.1, 50, 99.9])
   if paper > (dark + light) / 2:  # the paper is nearer the light end: dark ink on light paper
-    gray_HxW = 255 - gray_HxW
+    gray_HxW, paper = 255 - gray_HxW, 255 - paper
+  if np.count_nonzero(gray_HxW == paper) * 2 > gray_HxW.size:
+    # Most pixels hold exactly the paper's value: a drawing (the page's canvas), not a photo. Its paper
+    # is flat, and fitting a surface (most of this function's time) would find the same constant.
+    return np.maximum(gray_HxW - paper, 0)
   return np.maximum(gray_HxW - paper_surface(gray_HxW), 0)
 
 
