@@ -64,6 +64,10 @@ PRESETS["mlp3_modern"] = dataclasses.replace(  # the post's mlp3 architecture, a
 PRESETS["cnn_fast"] = Config(
     model="cnn_fast", learning_rate=0.01, epochs=1, optimizer="adam", adam_b1=0.7, adam_b2=0.9,
     schedule="onecycle_torch", checkpoint_every=1)
+# 99.5% in minutes: the same net and optimizer for 10 epochs, with random shifts of up to 2 pixels and
+# label smoothing. Chosen by experiments/sweep_995.py (3 seeds each, 48k split): 0.9954 +- 0.0003,
+# every seed >= 0.9951; 6 epochs gave 0.9951 with one seed at 0.9943.
+PRESETS["cnn_995"] = dataclasses.replace(PRESETS["cnn_fast"], epochs=10, augment="shift", label_smoothing=0.1)
 # Runs in seconds on the CPU: what tests and quick smoke checks share. 3 epochs at lr 0.1 learn the
 # toy set fully for each of 24 seeds; 2 at lr 0.05 ended anywhere from 0.28 to 1.0 (experiments/test_margins.py).
 PRESETS["tiny"] = dataclasses.replace(PRESETS["mlp3"], model="mlp3", epochs=3, batch_size=32,

@@ -163,6 +163,8 @@ def step_options(config: Config) -> dict:
 def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   """A compiled `epoch(state, images, labels, train_indices, epoch) -> (state, sums)` for config.loop.
 
+  `epoch(..., seed=s)` runs the same program for another seed (benchmarks over seeds compile once).
+
   Both loops run the same steps on the same batches, split over the mesh's devices; they differ
   only in how often the host dispatches work (once per epoch, or once per batch).
   """
@@ -178,7 +180,8 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
                           optimizer=optimizer, sharding=sharding, **options)
     jitted = jax.jit(lambda state, images, labels, indices, epoch, seed:
                      train_epoch(state, images, labels, indices, steps.epoch_key(seed, epoch)), donate_argnums=0)
-    return lambda state, images, labels, indices, epoch: jitted(state, images, labels, indices, epoch, seed)
+    return lambda state, images, labels, indices, epoch, seed=seed: jitted(state, images, labels, indices, epoch,
+                                                                          seed)
   cut = jax.jit(lambda images, labels, indices, epoch, seed: steps.epoch_batches(
       images, labels, indices, steps.epoch_key(seed, epoch), batch_size=config.batch_size, sharding=sharding))
   keys_for = jax.jit(lambda epoch, seed, num_steps: steps.step_keys(steps.epoch_key(seed, epoch), num_steps),
@@ -186,7 +189,7 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   step = jax.jit(partial(steps.train_step_at, apply_fn=apply_fn, optimizer=optimizer, **options),
                  donate_argnums=(0, 1))
 
-  def epoch_fn(state, images, labels, indices, epoch):
+  def epoch_fn(state, images, labels, indices, epoch, seed=seed):
     batches = cut(images, labels, indices, epoch, seed)
     keys = keys_for(epoch, seed, batches[0].shape[0])
     sums = jax.device_put(steps.zero_sums(), parallel.replicated(mesh))
