@@ -38,8 +38,9 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, report, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import configs, data, loops, models, parallel, report, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -115,10 +116,10 @@ def _timed(fn) -> float:
 def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: int) -> dict:
   config = dataclasses.replace(PRESETS[name], loop=loop)  # the preset's batch size, optimizer, recipe
   model = models.build_model(name)
-  optimizer = train.make_optimizer(config, train.steps_per_epoch(config, len(train_indices)))
+  optimizer = make_optimizer(config, steps_per_epoch(config, len(train_indices)))
   mesh = parallel.make_mesh()
-  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
-  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
   images, labels = parallel.shard_dataset(mnist.train_images, mesh), parallel.shard_dataset(mnist.train_labels, mesh)
   indices = parallel.replicate(train_indices, mesh)
   holder = {"state": state}
@@ -283,7 +284,7 @@ def main():
                       for name in args.models.split(",")}))
     return
   for name in args.models.split(","):
-    per_model = {"jax": {loop: bench_jax(name, loop, mnist, train_indices, epochs) for loop in train.LOOPS}}
+    per_model = {"jax": {loop: bench_jax(name, loop, mnist, train_indices, epochs) for loop in configs.LOOPS}}
     if name in models.MLP_HIDDEN_SIZES:
       matmul_s = matmul_only_epoch_s(models.MLP_HIDDEN_SIZES[name], len(train_indices),
                                      repeats=1 if args.smoke else 3)

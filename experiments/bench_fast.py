@@ -39,12 +39,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, report, steps, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, loops, models, parallel, report, steps, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 PRESET_995 = "cnn_995"
@@ -59,16 +59,16 @@ def fast_jax(mnist: data.Mnist, seeds, preset: str = "cnn_fast") -> dict:
   mesh = parallel.make_mesh()
   base = dataclasses.replace(PRESETS[preset], valid_fraction=0.0)
   model = models.build_model(base.model)
-  arrays = train.place_data(mnist, base, mesh)
-  optimizer = train.make_optimizer(base, train.steps_per_epoch(base, len(arrays["train_indices"])))
+  arrays = parallel.place_data(mnist, base, mesh)
+  optimizer = make_optimizer(base, steps_per_epoch(base, len(arrays["train_indices"])))
   count_correct = jax.jit(lambda variables, images, labels, indices: steps.count_correct(
       variables, images, labels, indices, batch_size=base.eval_batch_size, apply_fn=model.apply))
 
-  epoch_fn = train.make_epoch_fn(base, model.apply, optimizer, mesh)  # one program for every seed
+  epoch_fn = loops.make_epoch_fn(base, model.apply, optimizer, mesh)  # one program for every seed
 
   def one_seed(seed):
     config = dataclasses.replace(base, seed=seed)
-    state = _ready(train.init_train_state(config, model, optimizer, mesh, (28, 28, 1)))
+    state = _ready(train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1)))
     started = time.perf_counter()
     state, sums = _ready(epoch_fn(state, arrays["images"], arrays["labels"], arrays["train_indices"], 1,
                                   seed=jnp.asarray(seed)))
@@ -165,10 +165,10 @@ def profile_fast(mnist: data.Mnist) -> dict:
   config = dataclasses.replace(PRESETS["cnn_fast"], valid_fraction=0.0)
   model = models.build_model(config.model)
   mesh = parallel.make_mesh()
-  arrays = train.place_data(mnist, config, mesh)
-  num_steps = train.steps_per_epoch(config, len(arrays["train_indices"]))
-  optimizer = train.make_optimizer(config, num_steps)
-  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  arrays = parallel.place_data(mnist, config, mesh)
+  num_steps = steps_per_epoch(config, len(arrays["train_indices"]))
+  optimizer = make_optimizer(config, num_steps)
+  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   batch = (jnp.zeros((config.batch_size, 28, 28, 1), jnp.uint8), jnp.zeros((config.batch_size,), jnp.int32),
            jnp.ones((config.batch_size,)))
   step = jax.jit(lambda s, x, y, w: steps.train_step(s, x, y, w, apply_fn=model.apply, optimizer=optimizer))
@@ -177,7 +177,7 @@ def profile_fast(mnist: data.Mnist) -> dict:
   cost = cost[0] if isinstance(cost, list) else cost
   hlo = compiled.as_text()
   fusions = hlo.count(" fusion(") + hlo.count("custom-call(")  # the kernels one step launches, roughly
-  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
   run = lambda s: _ready(epoch_fn(s, arrays["images"], arrays["labels"], arrays["train_indices"], 1))
   state, _ = run(state)
   times = []

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from jaxmnist import data, predict, preprocess, report, runs  # noqa: E402
+from jaxmnist import data, predict, preprocess, report, train_state  # noqa: E402
 from tests import render_digits  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main():
   parser.add_argument("--count", type=int, default=1000)
   parser.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "predict_rendered.md"))
   args = parser.parse_args()
-  trained = runs.load_trained(args.run_dir)
+  trained = train_state.load_trained(args.run_dir)
   mnist = data.load_mnist()
   images, labels = mnist.test_images[:args.count], mnist.test_labels[:args.count]
   lines = [f"# Rendered test digits through `jaxmnist predict`'s path ({datetime.date.today()}, {report.cpu_name()})",

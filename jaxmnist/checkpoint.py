@@ -15,6 +15,7 @@ when complete, so a process killed mid-save leaves the earlier checkpoints intac
 orbax is imported lazily: its import alone takes over half a second.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -28,6 +29,10 @@ from jaxmnist.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
+
+
+class SaveFailed(Exception):
+  """A checkpoint could not be written (a full disk, a read-only folder, a quota); orbax's error is the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +79,18 @@ def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
 
 
 class Saver:
-  """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end."""
+  """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end.
+
+  A write that fails, now or in the background, raises SaveFailed from the next call (save, wait or
+  close); the checkpoints written before it stay complete.
+  """
 
   def __init__(self, directory: Path, keep: int = 3):
-    self._manager = _manager(Path(directory), keep)
+    self._directory = Path(directory)
+    try:
+      self._manager = _manager(self._directory, keep)
+    except OSError as e:
+      raise SaveFailed(f"cannot create {self._directory}") from e
 
   def save(self, epoch: int, state, rows: list[dict], data_info: dict) -> None:
     """Starts writing epoch `epoch`'s checkpoint; blocks only while the state is copied to the host."""
@@ -86,15 +99,27 @@ class Saver:
     # A copy: orbax serialises in the background, while training appends to `rows`.
     meta = {"format": FORMAT_VERSION, "epoch": epoch, "rows": list(rows), "data": dict(data_info),
             "state_sha256": state_digest(host_state)}
-    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
-                                                      meta=ocp.args.JsonSave(meta)))
+    with self._failures_raised(f"the checkpoint of epoch {epoch}"):
+      self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
+                                                        meta=ocp.args.JsonSave(meta)))
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._failures_raised("a checkpoint"):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    with self._failures_raised("a checkpoint"):
+      try:
+        self._manager.wait_until_finished()
+      finally:
+        self._manager.close()
+
+  @contextlib.contextmanager
+  def _failures_raised(self, what: str):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+      raise SaveFailed(f"{what} in {self._directory}") from e
 
 
 def saved_epochs(directory: Path) -> list[int]:

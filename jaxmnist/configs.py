@@ -3,9 +3,26 @@
 Synopsis:
   from jaxmnist.configs import PRESETS
   config = dataclasses.replace(PRESETS["mlp3"], epochs=20)
+  configs.validate_config(config)       # UserError naming every field that cannot train
+  configs.config_from_dict(json.loads(text), "run/config.json")   # a config read back, checked the same way
+
+Free of jax: the command line lists presets and choices without loading it.
 """
 
 import dataclasses
+import math
+import typing
+
+from jaxmnist import datasets
+from jaxmnist.errors import UserError
+
+# The values each string field may take. jaxmnist.train, .optimizer and .augment implement each
+# (tests/test_configs.py checks that they agree); kept here so that the flags' help can name them.
+INIT_SCHEMES = ("torch", "flax")
+LOOPS = ("scan", "python")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle", "onecycle_torch", "cosine")
+AUGMENTATIONS = ("none", "shift", "affine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +106,106 @@ POST_RESULTS = {
     "mlp3": PostResult(valid=0.9845, test=0.9713,
                        note="the post's test line evaluates `simple_net_4`, not the model it trained"),
 }
+
+
+def post_result(config: Config) -> PostResult | None:
+  """The post's numbers for this model, which are MNIST's: None for any other dataset."""
+  return POST_RESULTS.get(config.model) if config.dataset == datasets.DEFAULT else None
+
+
+def _unknown(what: str, value, choices) -> str:
+  return f"unknown {what} {value!r} (choose one of {', '.join(choices)})"
+
+
+def config_problems(config: Config) -> list[str]:
+  """What in `config` cannot train, one phrase each; empty when it can. Needs no data."""
+  from jaxmnist import models  # pylint: disable=g-import-not-at-top  (flax: only for a config that is used)
+
+  problems = []
+  if config.model not in models.MODELS:  # a registry: experiments may add architectures to it
+    problems.append(_unknown("model", config.model, models.MODELS))
+  if not config.learning_rate > 0 or not math.isfinite(config.learning_rate):
+    problems.append(f"the learning rate must be a positive number, got {config.learning_rate}")
+  if config.epochs < 1:
+    problems.append(f"epochs must be at least 1, got {config.epochs}")
+  if not 0 <= config.valid_fraction < 1:
+    problems.append(f"the validation fraction must lie in [0, 1) (0: train on all examples), "
+                    f"got {config.valid_fraction}")
+  if config.batch_size < 1:
+    problems.append(f"the batch size must be between 1 and the number of training examples, got {config.batch_size}")
+  for what, value, choices in (("init", config.init, INIT_SCHEMES), ("loop", config.loop, LOOPS),
+                               ("optimizer", config.optimizer, OPTIMIZERS),
+                               ("schedule", config.schedule, SCHEDULES),
+                               ("augmentation", config.augment, AUGMENTATIONS),
+                               ("dataset", config.dataset, datasets.DATASETS)):
+    if value not in choices:
+      problems.append(_unknown(what, value, choices))
+  if not (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1):
+    problems.append(f"the Adam betas must lie in [0, 1), got {config.adam_b1} and {config.adam_b2}")
+  if not 0 <= config.momentum < 1:
+    problems.append(f"momentum must lie in [0, 1), got {config.momentum}")
+  if config.weight_decay < 0:
+    problems.append(f"weight decay must be >= 0, got {config.weight_decay}")
+  if not 0 <= config.label_smoothing < 1:
+    problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
+  if config.eval_batch_size < 1:
+    problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
+  if config.checkpoint_every < 0:
+    problems.append(f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}")
+  if config.keep_checkpoints < 1:
+    problems.append(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}")
+  return problems
+
+
+FLAGS_FIX = "Fix the flags and run again (`python -m jaxmnist.train --help` lists them)."
+
+
+def validate_config(config: Config) -> None:
+  """Raises UserError, with the fix, for a config that cannot train (flags, or a preset)."""
+  problems = config_problems(config)
+  if problems:
+    raise UserError("Invalid settings: " + "; ".join(problems) + ". " + FLAGS_FIX)
+
+
+def check_batch_fits(config: Config, num_examples: int) -> None:
+  """UserError when the batch is larger than the training split that `num_examples` leave."""
+  num_train = num_examples - int(num_examples * config.valid_fraction)
+  if config.batch_size > num_train:
+    raise UserError(f"Invalid settings: the batch size must be between 1 and the {num_train} training examples, "
+                    f"got {config.batch_size}. " + FLAGS_FIX)
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_problem(name: str, value, kind: type) -> str | None:
+  if kind in (int, float):  # JSON has one kind of number; bool is an int to Python, not to a person
+    fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+  else:
+    fits = isinstance(value, kind)
+  return None if fits else f"{name} must be {_TYPE_NAMES[kind]}, got {value!r}"
+
+
+def config_from_dict(fields, where: str) -> Config:
+  """The Config that `fields` (a config.json's contents) describe, checked as the flags are.
+
+  Raises:
+    UserError: naming `where`, for a field that is missing, unknown, of the wrong type or out of range.
+  """
+  if not isinstance(fields, dict):
+    raise UserError(f"{where} is not a jaxmnist config: it holds {type(fields).__name__}, not the settings "
+                    f"of a run. Give the run directory that `jaxmnist train` wrote.")
+  hints = typing.get_type_hints(Config)
+  known = {f.name: f for f in dataclasses.fields(Config)}
+  problems = [f"unknown field {name!r}" for name in fields if name not in known]
+  problems += [f"field {name!r} is missing" for name, f in known.items()
+               if name not in fields and f.default is dataclasses.MISSING]
+  problems += [p for name, value in fields.items() if name in known
+               for p in [_type_problem(name, value, hints[name])] if p]
+  if not problems:
+    config = Config(**fields)
+    problems = config_problems(config)
+  if problems:
+    raise UserError(f"{where} holds settings jaxmnist cannot use: {'; '.join(problems)}. It is the config "
+                    f"`jaxmnist train` wrote for the run: restore it, or give another run directory.")
+  return config

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,34 @@ def split_train_valid(num_examples: int, valid_fraction: float, seed: int):
   permutation = np.random.default_rng(seed).permutation(num_examples).astype(np.int32)
   num_valid = int(num_examples * valid_fraction)
   return permutation[num_valid:], permutation[:num_valid]
+
+
+def cache_dir_from_flag(flag: str | None) -> Path:
+  """--cache-dir when given, else the default cache folder."""
+  return Path(flag) if flag else default_cache_dir()
+
+
+def load_with_log(dataset: str, source: str, data_dir, cache_dir: Path, verify: bool, say=print) -> Mnist:
+  """`dataset` from the data flags' values, saying which source it came from and how long it took."""
+  load_start = time.perf_counter()
+  mnist = load_mnist(source, data_dir, cache_dir, verify=verify, dataset=dataset)
+  for note in mnist.notes:
+    say(f"data: passed over {note}")
+  say(f"data: {source_line(mnist)}, loaded in {time.perf_counter() - load_start:.2f} s")
+  return mnist
+
+
+def check_dataset(dataset: str, mnist: Mnist) -> None:
+  """UserError when the arrays are another dataset than a run trains on."""
+  if mnist.dataset != dataset:
+    raise UserError(f"The run trains on {datasets.get(dataset).title} (dataset {dataset}), but "
+                    f"the data given is {datasets.get(mnist.dataset).title} ({mnist.source}). Load "
+                    f"--dataset={dataset}, or set the config's dataset to {mnist.dataset}.")
+
+
+def check_same_data(saved: dict, current: dict, run_dir: Path) -> None:
+  """UserError when a run's checkpoint is used with other data than it was trained on."""
+  if saved["sha256"] != current["sha256"]:
+    raise UserError(f"{run_dir} was trained on other data ({saved['source']}) than the data given now "
+                    f"({current['source']}). Pass the data flags the run was trained with (--source, "
+                    f"--data-dir, --unverified, --dataset).")

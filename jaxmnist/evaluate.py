@@ -20,12 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import data, datasets, interpret, report, runs, steps, train
+from jaxmnist import data, datasets, errors, interpret, process, report, runs, steps, train_state
 
 NUM_TOP_LOSSES = 15
 
 
-def split_logits(trained: runs.Trained, images_NxHxWxC, indices_M) -> np.ndarray:
+def split_logits(trained: train_state.Trained, images_NxHxWxC, indices_M) -> np.ndarray:
   logits_fn = jax.jit(partial(steps.eval_logits, batch_size=trained.config.eval_batch_size,
                               apply_fn=trained.model.apply))
   return np.asarray(logits_fn(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
@@ -38,23 +38,11 @@ def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
           "confusion": confusion.tolist(), "per_class": interpret.per_class_metrics(confusion, class_names)}
 
 
-def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
-  """Writes the report of `run_dir` (trained on `mnist`) into it; returns what evaluation.json holds."""
-  run_dir = Path(run_dir)
-  trained = runs.load_trained(run_dir)
-  train.check_dataset(trained.config, mnist)
-  train.check_same_data(trained.data, data.describe(mnist), run_dir)
+def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist, test_logits, test: dict,
+                 valid: dict | None) -> dict:
+  """confusion.png, top_losses.png, weights.png (linear only) and evaluation.json; returns the last's contents."""
   dataset = datasets.get(trained.config.dataset)
   names = dataset.class_names
-  _, valid_indices = data.split_train_valid(len(mnist.train_labels), trained.config.valid_fraction,
-                                            trained.config.seed)
-  test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
-  test = split_report(test_logits, mnist.test_labels, names)
-  valid = None  # a run with --valid-fraction=0 trained on every training example
-  if len(valid_indices):
-    valid = split_report(split_logits(trained, mnist.train_images, valid_indices),
-                         mnist.train_labels[valid_indices], names)
-
   name = f"{trained.config.model} on {dataset.title}, epoch {trained.epoch}"
   interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]), names,
                            title=f"{name}: test set, accuracy {test['accuracy']:.4f}")
@@ -79,6 +67,33 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
       "files": files,
   }
   report.write_json(run_dir / "evaluation.json", evaluation)
+  return evaluation
+
+
+def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
+  """Writes the report of `run_dir` (trained on `mnist`) into it; returns what evaluation.json holds."""
+  run_dir = Path(run_dir)
+  trained = train_state.load_trained(run_dir)
+  data.check_dataset(trained.config.dataset, mnist)
+  data.check_same_data(trained.data, data.describe(mnist), run_dir)
+  dataset = datasets.get(trained.config.dataset)
+  names = dataset.class_names
+  _, valid_indices = data.split_train_valid(len(mnist.train_labels), trained.config.valid_fraction,
+                                            trained.config.seed)
+  test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
+  test = split_report(test_logits, mnist.test_labels, names)
+  valid = None  # a run with --valid-fraction=0 trained on every training example
+  if len(valid_indices):
+    valid = split_report(split_logits(trained, mnist.train_images, valid_indices),
+                         mnist.train_labels[valid_indices], names)
+
+  try:
+    evaluation = write_report(run_dir, trained, mnist, test_logits, test, valid)
+  except OSError as e:  # a full disk, a read-only folder, a quota: the run itself is complete
+    raise errors.WriteFailed(
+        f"Could not write the evaluation report of {run_dir}: {errors.why_not_written(e)}. The run itself is kept "
+        f"(its checkpoints, metrics.csv and summary.json); each of the report's files is the new one or the one before, never half-written. Make room (or "
+        f"make the folder writable), then write the report with `jaxmnist evaluate {run_dir}`.") from e
   say(f"evaluation of {trained.config.model} on {dataset.title} ({trained.checkpoint_line}):")
   say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
       f"{report.format_accuracy(valid and valid['accuracy'])}")
@@ -90,9 +105,9 @@ def main(args: argparse.Namespace) -> None:
   started = time.perf_counter()
   config = runs.read_config(args.run_dir)  # a wrong directory fails before any data is loaded
   runs.check_dataset_flag(args.run_dir, config, args.dataset)
-  cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
-  train.enable_compilation_cache(cache_dir, train.xla_cache_limit_bytes())
-  mnist = train.load_data(args, config.dataset, cache_dir, print)
+  cache_dir = data.cache_dir_from_flag(args.cache_dir)
+  process.enable_compilation_cache(cache_dir, process.xla_cache_limit_bytes())
+  mnist = data.load_with_log(config.dataset, args.source, args.data_dir, cache_dir, not args.unverified)
   evaluation = evaluate_run(args.run_dir, mnist)
   summary = runs.read_summary(args.run_dir) or {}
   if "test_accuracy" in summary:

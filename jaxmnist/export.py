@@ -19,7 +19,6 @@ Synopsis:
   onnx_bytes = export.export_onnx("cnn", variables)  # optional: pip install 'jaxmnist[onnx]'
 """
 
-import os
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from jaxmnist import errors, models, steps
+from jaxmnist import errors, models, report, steps, train_state
 
 IMAGE_SHAPE = (28, 28, 1)
 # One file for every backend: lowering for all three costs a few hundred bytes and nothing at run time.
@@ -114,14 +113,8 @@ def write_artifact(path, exported: Union[export.Exported, bytes]) -> int:
   A temporary name in the same folder, then os.replace: a reader, or a server polling the path, never
   sees half a file, and a failed write leaves an older artifact in place.
   """
-  path = Path(path)
   blob = exported if isinstance(exported, (bytes, bytearray)) else serialize(exported)
-  partial = path.with_name(f".{path.name}.partial")
-  try:
-    partial.write_bytes(blob)
-    os.replace(partial, path)
-  finally:
-    partial.unlink(missing_ok=True)  # only left after a failed write
+  report.write_replacing(path, lambda partial: partial.write_bytes(blob))
   return len(blob)
 
 
@@ -151,16 +144,23 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
 
 def main(args) -> None:
   """`jaxmnist export RUN_DIR [--out PATH] [--onnx]`: the run's newest checkpoint as an artifact."""
-  from jaxmnist import runs  # pylint: disable=g-import-not-at-top
-
-  trained = runs.load_trained(args.run_dir)
+  trained = train_state.load_trained(args.run_dir)
   out = Path(args.out) if args.out else trained.run_dir / "model.jaxexport"
   if not out.parent.is_dir():
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
-  size = write_artifact(out, export_inference(trained.config.model, trained.variables))
+  size = _write_or_explain(out, export_inference(trained.config.model, trained.variables))
   print(f"exported {trained.config.model} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
         f"uint8 [B,28,28,1] -> float32 logits [B,10], for {', '.join(DEFAULT_PLATFORMS)}")
   if args.onnx:
     onnx_path = out.with_suffix(".onnx")
-    size = write_artifact(onnx_path, export_onnx(trained.config.model, trained.variables))
+    size = _write_or_explain(onnx_path, export_onnx(trained.config.model, trained.variables))
     print(f"exported {trained.config.model} as ONNX (opset {ONNX_OPSET}) to {onnx_path}: {size:,} bytes")
+
+
+def _write_or_explain(path: Path, exported) -> int:
+  try:
+    return write_artifact(path, exported)
+  except OSError as e:  # a full disk, a read-only folder, a quota
+    raise errors.WriteFailed(f"Could not write {path}: {errors.why_not_written(e)}. The run is unchanged, and an "
+                             f"older artifact at that path is kept as it was. Make room (or make the folder "
+                             f"writable), or choose another --out, and export again.") from e

@@ -20,12 +20,12 @@ registry and needs a backend chosen, so building figures without it leaves no st
 when a plot raises. matplotlib is imported lazily: its import is slow and training never needs it.
 """
 
-import os
 import textwrap
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
+
+from jaxmnist import report
 
 DIGITS = tuple(str(d) for d in range(10))
 DPI = 100  # the PNGs' pixels per inch: sizes in inches below times 100 are the sizes in pixels
@@ -150,13 +150,7 @@ def _new_figure(width: float, height: float):
 
 def save_png(path, fig) -> None:
   """Writes `fig` to `path` atomically: a temporary file in the same folder, then a rename."""
-  path = Path(path)
-  partial = path.with_name(f".{path.name}.partial.png")
-  try:
-    fig.savefig(partial, dpi=DPI, format="png")
-    os.replace(partial, path)
-  finally:
-    partial.unlink(missing_ok=True)  # only left after a failed write
+  report.write_replacing(path, lambda partial: fig.savefig(partial, dpi=DPI, format="png"), suffix=".png")
 
 
 def _text_colour(rgba) -> str:

@@ -21,7 +21,6 @@ MLP_HIDDEN_SIZES = {
     "mlp2": (30,),
     "mlp3": (300, 50),
 }
-INIT_SCHEMES = ("torch", "flax")
 
 
 def torch_uniform(fan_in: int):

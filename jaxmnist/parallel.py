@@ -4,6 +4,7 @@ Synopsis:
   mesh = parallel.make_mesh()                       # all devices of all processes
   images = parallel.shard_dataset(mnist.train_images, mesh)
   batches = jax.lax.with_sharding_constraint(batches_SxB, parallel.batch_sharding(mesh))
+  arrays = parallel.place_data(mnist, config, mesh)  # what training reads: the data and its split
 
 The training set lives on the devices split along its examples (each device holds 1/D of it). Each
 epoch gathers its shuffled batches as one [steps, batch] array split along the batch axis, so every
@@ -11,37 +12,15 @@ step is local to each device except the gradient all-reduce that XLA inserts. Pa
 optimizer state are replicated. A global batch means the same on 1 and on D devices.
 """
 
-import os
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxmnist import data
+from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 
 DATA_AXIS = "data"
-# Environment variables that launchers of several processes set; any of them means "initialise".
-_MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
-
-
-def maybe_initialize_distributed(force: bool = False) -> None:
-  """Joins a multi-host job before anything touches a device.
-
-  With --distributed, or when a launcher set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES:
-  `jax.distributed.initialize()` finds the cluster itself on Cloud TPU, SLURM and Open MPI; on
-  other machines set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-  """
-  if not (force or any(os.environ.get(name) for name in _MULTIPROCESS_ENV)):
-    return
-  kwargs = {}
-  for env_name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-    value = os.environ.get(env_name)
-    if value:
-      if not value.isdigit():
-        raise UserError(f"{env_name}={value!r} is not a non-negative integer. Set it to the number of "
-                        f"processes (JAX_NUM_PROCESSES) or this process's rank (JAX_PROCESS_ID).")
-      kwargs[arg] = int(value)
-  jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -99,3 +78,18 @@ def replicate(array: np.ndarray, mesh: Mesh) -> jax.Array:
 def is_main_process() -> bool:
   """Only process 0 writes files and prints progress; the others compute."""
   return jax.process_index() == 0
+
+
+def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
+  """The images and labels on the devices, split along the examples; the split's indices replicated."""
+  train_indices, valid_indices = data.split_train_valid(len(mnist.train_labels), config.valid_fraction,
+                                                        config.seed)
+  return {
+      "images": shard_dataset(mnist.train_images, mesh),
+      "labels": shard_dataset(mnist.train_labels, mesh),
+      "test_images": shard_dataset(mnist.test_images, mesh),
+      "test_labels": shard_dataset(mnist.test_labels, mesh),
+      "train_indices": replicate(train_indices, mesh),
+      "valid_indices": replicate(valid_indices, mesh),
+      "test_indices": replicate(np.arange(len(mnist.test_labels), dtype=np.int32), mesh),
+  }

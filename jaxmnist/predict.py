@@ -17,12 +17,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmnist import data, datasets, interpret, preprocess, runs, steps, train
+from jaxmnist import data, datasets, interpret, preprocess, process, steps, train_state
 
 TOP_K = 3
 
 
-def probabilities_fn(trained: runs.Trained):
+def probabilities_fn(trained: train_state.Trained):
   """`images_NxHxWxC (uint8) -> softmax probabilities [N, C]`, eval mode, jitted once: build it once
   and call it many times (the server does), so that only a new batch shape compiles again."""
   def probabilities_of(variables, images):
@@ -32,7 +32,7 @@ def probabilities_fn(trained: runs.Trained):
   return lambda images_NxHxWxC: np.asarray(jitted(trained.variables, images_NxHxWxC))
 
 
-def probabilities(trained: runs.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
+def probabilities(trained: train_state.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
   """Softmax probabilities [N, C] of uint8 images, in eval mode (one call; see probabilities_fn)."""
   return probabilities_fn(trained)(images_NxHxWxC)
 
@@ -50,10 +50,9 @@ def line(result: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-  runs.read_config(args.run_dir)  # a wrong directory fails before any image is read
   images = preprocess.to_mnist_batch(args.images)  # every bad image is named before the model loads
-  train.enable_compilation_cache(data.default_cache_dir(), train.xla_cache_limit_bytes())
-  trained = runs.load_trained(Path(args.run_dir))
+  process.enable_compilation_cache(data.default_cache_dir(), process.xla_cache_limit_bytes())
+  trained = train_state.load_trained(Path(args.run_dir))
   names = datasets.get(trained.config.dataset).class_names
   results = [describe(path, p, names) for path, p in zip(args.images, probabilities(trained, images))]
   if args.json:

@@ -34,10 +34,23 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def write_replacing(path, write, suffix: str = "") -> None:
+  """Calls `write(partial)` for a temporary name beside `path`, then renames it to `path`.
+
+  A reader never sees half a file, and a failed write (a full disk) leaves the older file in place
+  and no partial one behind.
+  """
+  path = Path(path)
+  partial = path.with_name(f".{path.name}.partial{suffix}")
+  try:
+    write(partial)
+    os.replace(partial, path)
+  finally:
+    partial.unlink(missing_ok=True)  # only left after a failed write
+
+
 def write_atomic(path: Path, text: str) -> None:
-  partial = path.with_name(f".{path.name}.partial")
-  partial.write_text(text)
-  os.replace(partial, path)
+  write_replacing(path, lambda partial: partial.write_text(text))
 
 
 def write_json(path: Path, obj) -> None:
@@ -84,10 +97,10 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
   fig.tight_layout()
-  partial = path.with_name(f".{path.name}.partial.png")
-  fig.savefig(partial, dpi=100)
-  plt.close(fig)
-  os.replace(partial, path)
+  try:
+    write_replacing(path, lambda partial: fig.savefig(partial, dpi=100), suffix=".png")
+  finally:
+    plt.close(fig)
 
 
 def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:

@@ -1,35 +1,44 @@
-"""A run directory after training: its config, its summary, and the model its newest checkpoint holds.
+"""A run directory: its rules (a run is never overwritten), its default name, and its files read back.
 
 Synopsis:
   from jaxmnist import runs
-  trained = runs.load_trained("runs/cnn-20261127-120000")
-  logits = trained.model.apply(trained.variables, inputs, train=False)
+  runs.prepare_workdir(Path("runs/cnn"))        # UserError if it already holds a run
+  config = runs.read_config("runs/cnn-20261127-120000")   # checked as the flags are
+  summary = runs.read_summary("runs/cnn-20261127-120000")
 
-`jaxmnist evaluate`, `predict`, `export` (and `train --resume`) all start here, so a directory that
-is not a run, or a run without a checkpoint, gets the same one-paragraph error everywhere.
+`jaxmnist train`, `evaluate`, `predict`, `export`, `serve` (and `train --resume`) all start here, so a
+directory that is not a run gets the same one-paragraph error everywhere. Free of jax, so that such
+an error comes at once; jaxmnist.train_state restores what a run's checkpoints hold.
 """
 
-import dataclasses
+import datetime
 import json
 from pathlib import Path
-from typing import Any
 
-from jaxmnist import checkpoint, datasets
+from jaxmnist import configs, datasets
 from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 
-IMAGE_SHAPE = (28, 28, 1)
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "accuracy.png")
 
 
-@dataclasses.dataclass(frozen=True)
-class Trained:
-  run_dir: Path
-  config: Config
-  model: Any  # a flax module; apply(variables, inputs_BxHxWxC, train=False) -> logits
-  variables: dict  # {"params": ..., "batch_stats": ...} for model.apply, in eval mode
-  epoch: int  # the epoch of the checkpoint
-  checkpoint_line: str  # which checkpoint, and any damaged one passed over
-  data: dict  # what the run trained on: {"source": ..., "sha256": ...}
+def default_workdir(config: Config) -> str:
+  dataset = "" if config.dataset == datasets.DEFAULT else f"-{config.dataset}"
+  return f"runs/{config.model}{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def prepare_workdir(workdir: Path) -> None:
+  """Creates the run directory, refusing one that already holds a run (never overwrite results)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f"--workdir {workdir} is a file, not a directory. Choose another path.")
+  existing = [name for name in RUN_FILES if (workdir / name).exists()]
+  if existing:
+    raise UserError(f"--workdir {workdir} already holds a run ({', '.join(existing)}); jaxmnist never "
+                    f"overwrites results. Choose a new --workdir, or leave it out for a fresh one.")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create --workdir {workdir}: {e.strerror}. Choose a writable path.") from e
 
 
 def read_config(run_dir) -> Config:
@@ -41,12 +50,12 @@ def read_config(run_dir) -> Config:
                     f"(runs/MODEL-DATE-TIME by default).")
   try:
     fields = json.loads(path.read_text())
-    return Config(**fields)
   except FileNotFoundError:
     raise UserError(f"{run_dir} is not a jaxmnist run: it has no config.json. Give the run directory that "
                     f"`jaxmnist train` printed.") from None
-  except (OSError, ValueError, TypeError) as e:
+  except (OSError, ValueError) as e:
     raise UserError(f"{path} is not a readable jaxmnist config ({e}). Give another run directory.") from e
+  return configs.config_from_dict(fields, str(path))
 
 
 def check_dataset_flag(run_dir, config: Config, flag: str | None) -> None:
@@ -64,30 +73,3 @@ def read_summary(run_dir) -> dict | None:
     return json.loads((Path(run_dir) / "summary.json").read_text())
   except (OSError, ValueError):
     return None
-
-
-def check_resumable(run_dir) -> None:
-  """UserError unless the run is unfinished and has a checkpoint to continue from."""
-  run_dir = Path(run_dir)
-  summary = read_summary(run_dir)
-  if summary and summary.get("status") == "finished":
-    raise UserError(f"{run_dir} already finished all {summary['epochs_completed']} epochs; there is nothing to "
-                    f"resume. Evaluate it with `jaxmnist evaluate {run_dir}`, or start a new run.")
-  if not checkpoint.saved_epochs(run_dir / checkpoint.CHECKPOINT_DIR):
-    raise UserError(f"{run_dir} has no complete checkpoint to resume from (it stopped before its first save). "
-                    f"Start it again without --resume, in a new --workdir.")
-
-
-def load_trained(run_dir, mesh=None) -> Trained:
-  """Restores the newest intact checkpoint of a run onto `mesh` (default: all local devices)."""
-  from jaxmnist import models, parallel, steps, train  # pylint: disable=g-import-not-at-top
-
-  run_dir = Path(run_dir)
-  config = read_config(run_dir)
-  mesh = mesh or parallel.make_mesh()
-  model = models.build_model(config.model, config.init)
-  optimizer = train.make_optimizer(config, steps_per_epoch_=1)  # the state's structure, not its schedule
-  abstract = train.abstract_train_state(config, model, optimizer, mesh, IMAGE_SHAPE)
-  restored = checkpoint.restore_latest(run_dir / checkpoint.CHECKPOINT_DIR, abstract)
-  return Trained(run_dir=run_dir, config=config, model=model, variables=steps.eval_variables(restored.state),
-                 epoch=restored.epoch, checkpoint_line=checkpoint.describe(restored), data=restored.data)

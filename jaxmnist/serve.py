@@ -49,7 +49,7 @@ from typing import Callable
 
 import numpy as np
 
-from jaxmnist import data, datasets, interpret, predict, preprocess, runs, train
+from jaxmnist import data, datasets, interpret, predict, preprocess, process, runs, train_state
 from jaxmnist.errors import UserError
 
 MAX_BODY_BYTES = 2 * 2**20  # a 280x280 canvas PNG takes 5-15 kB; a cropped photo of a digit fits too
@@ -73,7 +73,7 @@ class Refusal(Exception):
 
 # The model.
 
-def make_forward(trained: runs.Trained) -> Forward:
+def make_forward(trained: train_state.Trained) -> Forward:
   """Softmax probabilities of one uint8 image: `jaxmnist predict`'s computation, jitted once at start-up
   and reused, so no request traces or compiles."""
   probabilities_of = predict.probabilities_fn(trained)
@@ -109,7 +109,7 @@ def predict_picture(body: bytes, forward: Forward, class_names=interpret.DIGITS)
           "ms": round(1000 * (time.perf_counter() - start), 2)}
 
 
-def health(trained: runs.Trained) -> dict:
+def health(trained: train_state.Trained) -> dict:
   summary = runs.read_summary(trained.run_dir) or {}
   dataset = datasets.get(trained.config.dataset)
   return {"status": "ok", "model": trained.config.model, "run_dir": str(trained.run_dir),
@@ -169,7 +169,7 @@ async def read_body(request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 # The application.
 
-def build_app(trained: runs.Trained, forward: Forward, page: bytes, trusted_hosts=None,
+def build_app(trained: train_state.Trained, forward: Forward, page: bytes, trusted_hosts=None,
               on_ready: Callable[[], None] = lambda: None):
   """The Starlette app: three fixed routes; every error a JSON {"error": ...}.
 
@@ -280,11 +280,10 @@ def main(args: argparse.Namespace) -> None:
   require_installed()
   import uvicorn  # pylint: disable=g-import-not-at-top
 
-  runs.read_config(args.run_dir)  # a wrong directory fails before the port is taken
   with listen(args.host, args.port) as listener:
     start = time.perf_counter()
-    trained = runs.load_trained(Path(args.run_dir))
-    train.enable_compilation_cache(data.default_cache_dir(), train.xla_cache_limit_bytes())
+    trained = train_state.load_trained(Path(args.run_dir))
+    process.enable_compilation_cache(data.default_cache_dir(), process.xla_cache_limit_bytes())
 
     def announce():
       print(ready_line(health(trained), args.run_dir, time.perf_counter() - start, args.host,

@@ -11,8 +11,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxmnist import models, parallel, steps, train  # noqa: E402
+from jaxmnist import loops, models, parallel, steps, train_state  # noqa: E402
 from jaxmnist.configs import PRESETS  # noqa: E402
+from jaxmnist.optimizer import make_optimizer  # noqa: E402
 from tests.conftest import make_separable  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -21,13 +22,13 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def train_params(mesh, loop="scan", epochs=2):
   config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32, loop=loop)
   model = models.build_model(config.model)
-  optimizer = train.make_optimizer(config, 8)
-  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  optimizer = make_optimizer(config, 8)
+  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   images, labels = make_separable(300)
   images = parallel.shard_dataset(images[..., None], mesh)
   labels = parallel.shard_dataset(labels, mesh)
   indices = parallel.replicate(np.arange(250, dtype=np.int32), mesh)  # 250 = 7 x 32 + 26
-  epoch_fn = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
   for epoch in range(1, epochs + 1):
     state, sums = epoch_fn(state, images, labels, indices, epoch)
   return state, jax.device_get(sums)

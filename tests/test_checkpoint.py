@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmnist import checkpoint, report, runs
+from jaxmnist import checkpoint, report, train_state
 from tests import training_outcomes
 from tests.test_cli import REPO_ROOT
 
@@ -77,7 +77,7 @@ def _assert_same_run(run_dir: Path, reference: Path):
   assert _rows_without_seconds(run_dir) == _rows_without_seconds(reference)
   summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
   assert summary["test_accuracy"] == expected["test_accuracy"]
-  trained, uninterrupted = runs.load_trained(run_dir), runs.load_trained(reference)
+  trained, uninterrupted = train_state.load_trained(run_dir), train_state.load_trained(reference)
   assert trained.epoch == uninterrupted.epoch == EPOCHS
   for a, b in zip(jax.tree.leaves(trained.variables), jax.tree.leaves(uninterrupted.variables), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit for bit

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jaxmnist import cli, data, datasets, idx, predict, runs, serve, sources
+from jaxmnist import cli, data, datasets, idx, predict, runs, serve, sources, train_state
 from jaxmnist.errors import DataError, UserError
 from tests import training_outcomes
 from tests.conftest import jaxmnist_cli, write_idx_dir
@@ -212,7 +212,7 @@ def test_a_fashion_run_says_and_saves_its_dataset(fashion_run):
   assert f"data: Fashion-MNIST from directory {idx_dir} (unverified" in result.stdout
   assert runs.read_config(run_dir).dataset == "fashion_mnist"
   assert json.loads((run_dir / "summary.json").read_text())["dataset"] == "fashion_mnist"
-  assert runs.load_trained(run_dir).data["dataset"] == "fashion_mnist"  # the checkpoint's record too
+  assert train_state.load_trained(run_dir).data["dataset"] == "fashion_mnist"  # the checkpoint's record too
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
@@ -303,7 +303,7 @@ def test_predict_text_names_the_classes(fashion_run, picture, capsys):
 
 def test_serve_health_and_answers_name_the_classes(fashion_run):
   run_dir, _, _ = fashion_run
-  trained = runs.load_trained(run_dir)
+  trained = train_state.load_trained(run_dir)
   status = serve.health(trained)
   assert (status["dataset"], status["dataset_title"], status["class_names"]) == (
       "fashion_mnist", "Fashion-MNIST", list(NAMES))

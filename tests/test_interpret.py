@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmnist import interpret, models
+from jaxmnist import interpret, models, report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -167,7 +167,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
   def fail(*args):
     raise OSError("disk full")
 
-  monkeypatch.setattr(interpret.os, "replace", fail)
+  monkeypatch.setattr(report.os, "replace", fail)  # every picture is written through report.write_replacing
   with pytest.raises(OSError, match="disk full"):
     interpret.plot_confusion(tmp_path / "confusion.png", np.eye(3, dtype=np.int64))
   assert not list(tmp_path.iterdir())

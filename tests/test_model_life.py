@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmnist import evaluate, runs
+from jaxmnist import evaluate, train_state
 from tests import render_digits
 from tests.conftest import jaxmnist_cli
 from tests.test_export import _run_in_fresh_python  # pylint: disable=protected-access
@@ -109,7 +109,7 @@ def test_exported_model_runs_in_a_fresh_process_and_matches_the_checkpoint(cnn_r
   assert not child["jaxmnist_importable"] and "flax" not in child["loaded"]
   exported_logits = np.concatenate([logits[name] for name in sorted(chunks)])
 
-  trained = runs.load_trained(run_dir)
+  trained = train_state.load_trained(run_dir)
   checkpoint_logits = evaluate.split_logits(trained, real_mnist.test_images,
                                             np.arange(len(real_mnist.test_labels), dtype=np.int32))
   assert exported_logits.shape == (10000, 10)

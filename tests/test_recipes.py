@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmnist import augment, steps, train
+from jaxmnist import augment, steps
 from jaxmnist.configs import PRESETS
+from jaxmnist.optimizer import learning_rate_schedule, make_optimizer
 from tests import training_outcomes
 
 
@@ -21,14 +22,14 @@ def test_post_presets_keep_plain_sgd():
             config.label_smoothing, config.augment) == ("sgd", 0.0, "constant", 0.0, 0.0, "none")
   params = {"w": jnp.ones(3)}
   grads = {"w": jnp.array([1.0, 2.0, 3.0])}
-  optimizer = train.make_optimizer(PRESETS["mlp3"], 10)
+  optimizer = make_optimizer(PRESETS["mlp3"], 10)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.01 * grads["w"])  # w -= lr * grad, nothing else
 
 
 def test_onecycle_warms_up_to_the_peak_then_anneals():
   config = dataclasses.replace(PRESETS["mlp3"], schedule="onecycle", learning_rate=0.1, epochs=4)
-  schedule = train.learning_rate_schedule(config, total_steps=100)
+  schedule = learning_rate_schedule(config, total_steps=100)
   np.testing.assert_allclose(schedule(0), 0.1 / 25, rtol=1e-5)  # fastai: starts at lr / 25
   np.testing.assert_allclose(schedule(25), 0.1, rtol=1e-5)  # peak after 25% of the steps
   assert float(schedule(100)) < 1e-5  # ends near zero
@@ -37,7 +38,7 @@ def test_onecycle_warms_up_to_the_peak_then_anneals():
 
 def test_cosine_decays_from_the_rate_to_zero():
   config = dataclasses.replace(PRESETS["mlp3"], schedule="cosine", learning_rate=0.2)
-  schedule = train.learning_rate_schedule(config, total_steps=10)
+  schedule = learning_rate_schedule(config, total_steps=10)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10)], [0.2, 0.1, 0.0], atol=1e-6)
 
 
@@ -46,7 +47,7 @@ def test_cosine_decays_from_the_rate_to_zero():
 def test_optimizers_take_finite_descending_steps(optimizer, momentum, decay):
   config = dataclasses.replace(PRESETS["mlp3"], optimizer=optimizer, momentum=momentum, nesterov=bool(momentum),
                                weight_decay=decay, schedule="onecycle")
-  tx = train.make_optimizer(config, 10)
+  tx = make_optimizer(config, 10)
   params = {"w": jnp.array([1.0, -2.0])}
   loss = lambda p: jnp.sum(p["w"] ** 2)
   state = tx.init(params)

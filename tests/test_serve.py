@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmnist import cli, predict, preprocess, runs, serve
+from jaxmnist import cli, flags, predict, preprocess, runs, serve, train_state
 from tests import serving
 from tests.conftest import jaxmnist_cli
 
@@ -116,7 +116,7 @@ def test_predict_gives_what_jaxmnist_predict_computes(server, tiny_run, image_fo
   probabilities_C = np.array(answer["probabilities"])
   assert probabilities_C.shape == (10,) and abs(probabilities_C.sum() - 1) < 1e-4
   assert answer["digit"] == int(np.argmax(probabilities_C)) and answer["class"] == str(answer["digit"])
-  expected_C = predict.probabilities(runs.load_trained(tiny_run), expected_image[None])[0]
+  expected_C = predict.probabilities(train_state.load_trained(tiny_run), expected_image[None])[0]
   np.testing.assert_allclose(probabilities_C, expected_C, atol=2e-6)  # rounded to 6 decimals in the JSON
 
 
@@ -175,7 +175,7 @@ def test_only_loopback_host_names_are_answered(server):
 
 
 def test_listens_on_127_0_0_1_by_default(server):
-  args = cli.build_parser().parse_args(["serve", "some-run"])
+  args = flags.build_parser().parse_args(["serve", "some-run"])
   assert (args.host, args.port) == ("127.0.0.1", 8000)
   assert server.url.startswith("http://127.0.0.1:")
   assert serve.trusted_hosts_for("0.0.0.0") is None  # a host the user chose answers any name
@@ -197,7 +197,7 @@ def test_urls_to_open():
 
 def test_requests_never_compile(tiny_run):
   # The forward pass compiles once, at start-up; no drawing, first or later, compiles again.
-  forward = serve.make_forward(runs.load_trained(tiny_run))
+  forward = serve.make_forward(train_state.load_trained(tiny_run))
   serve.predict_picture(serving.drawing(), forward)
   events = []
   listener = lambda name, *_, **__: events.append(name) if "/compile/" in name else None

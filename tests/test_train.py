@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import models, parallel, train
+from jaxmnist import configs, loops, models, parallel, train, train_state
 from jaxmnist.configs import PRESETS
+from jaxmnist.errors import UserError
+from jaxmnist.optimizer import make_optimizer, torch_onecycle_schedule
 from tests import training_outcomes
 from tests.conftest import make_separable
 
@@ -17,11 +19,11 @@ from tests.conftest import make_separable
 def _epoch_after(loop: str):
   config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=16, loop=loop)
   model = models.build_model(config.model)
-  optimizer = train.make_optimizer(config, 8)
+  optimizer = make_optimizer(config, 8)
   mesh = parallel.make_mesh()
-  state = train.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
   images, labels = make_separable(120)
-  epoch = train.make_epoch_fn(config, model.apply, optimizer, mesh)
+  epoch = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
   images, labels = jnp.asarray(images[..., None]), jnp.asarray(labels)
   train_indices = jnp.arange(100, dtype=jnp.int32)  # 100 = 6 batches of 16 + 4: a padded last batch
   for i in range(2):
@@ -39,7 +41,7 @@ def test_scan_and_python_loops_take_the_same_steps():
   np.testing.assert_allclose(scan_sums["loss_sum"], python_sums["loss_sum"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("loop", train.LOOPS)
+@pytest.mark.parametrize("loop", configs.LOOPS)
 def test_train_and_evaluate_in_process(tmp_path, loop):
   summary = training_outcomes.tiny_run(tmp_path / "run", loop=loop)
   assert summary["status"] == "finished" and summary["epochs_completed"] == 3
@@ -49,14 +51,14 @@ def test_train_and_evaluate_in_process(tmp_path, loop):
 
 def test_unknown_loop_is_a_user_error(tiny_mnist, tmp_path):
   config = dataclasses.replace(PRESETS["tiny"], loop="vmap")
-  with pytest.raises(train.UserError, match="unknown loop 'vmap'"):
+  with pytest.raises(UserError, match="unknown loop 'vmap'"):
     train.train_and_evaluate(config, tmp_path / "run", tiny_mnist, progress=False)
 
 
 def test_torch_onecycle_schedule_matches_torch_onecycle_lr_at_its_landmarks():
   """torch.optim.lr_scheduler.OneCycleLR(max_lr=0.01, total_steps=235), its defaults: the first step
   at max/25, the peak at step 0.3*235-1 = 69.5 (between steps 69 and 70), the last step at max/25/1e4."""
-  schedule = train.torch_onecycle_schedule(235, 0.01)
+  schedule = torch_onecycle_schedule(235, 0.01)
   rates = np.array([float(schedule(i)) for i in range(235)])
   np.testing.assert_allclose(rates[0], 0.01 / 25, rtol=1e-5)  # float32
   np.testing.assert_allclose(rates[-1], 0.01 / 25 / 1e4, rtol=1e-4)

@@ -1,0 +1,167 @@
+"""Every flag of the `jaxmnist` command and of `python -m jaxmnist.train`, and the Config a train command's
+flags describe.
+
+Synopsis:
+  args = flags.build_parser().parse_args(["train", "--model=cnn"])     # the `jaxmnist` command
+  args = flags.parse_train_args(["--model=mlp3", "--epochs=20"])       # `python -m jaxmnist.train`
+  config = flags.config_from_args(args)                                # the preset, changed by the flags
+
+Free of jax (only configs, datasets and data's names are read), so `jaxmnist --help` and a mistyped
+flag answer at once.
+"""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from jaxmnist import configs, data, datasets, runs
+from jaxmnist.configs import PRESETS, Config
+from jaxmnist.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """Refuses abbreviated and unknown flags with a UserError, so a typo is one paragraph and exit 2.
+
+  (argparse would take `--data=idx` as `--data-dir=idx` without a word.)
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(allow_abbrev=False, **kwargs)
+
+  def error(self, message):
+    raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
+
+
+# The Config fields a flag can set; on --resume they must agree with the run's own config.
+RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop", "optimizer",
+                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
+CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--dataset", help=f"{' or '.join(datasets.DATASETS)} (default {datasets.DEFAULT}; a run "
+                      "that is resumed or evaluated uses the dataset it was trained on)")
+  parser.add_argument("--source", default="auto", help="data source: auto, or for mnist one of "
+                      f"{', '.join(datasets.MNIST.sources)}, for fashion_mnist one of "
+                      f"{', '.join(datasets.FASHION_MNIST.sources)}")
+  parser.add_argument("--data-dir", help="a directory with the dataset's four IDX files (gzipped or not); "
+                      "when given, it is the source (unless --source says otherwise)")
+  parser.add_argument("--unverified", action="store_true",
+                      help="with --source=dir: accept IDX files that are not the canonical dataset")
+  parser.add_argument("--cache-dir", help=f"where verified data is cached, a folder per dataset (default "
+                      f"${data.CACHE_ENV_VAR} or ~/.cache/jaxmnist)")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--model", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
+  parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
+  parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="SGD learning rate")
+  parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
+  parser.add_argument("--valid-fraction", type=float, help="share of the 60k held out (the post: 0.2)")
+  parser.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffling")
+  parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
+  parser.add_argument("--loop", help="scan (the whole epoch in one jit, the preset) or python (a jitted step "
+                      "per batch)")
+  parser.add_argument("--optimizer", help=f"one of {', '.join(configs.OPTIMIZERS)} (the post: sgd)")
+  parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
+  parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: constant)")
+  parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
+  parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
+  parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}")
+  parser.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N epochs (also at the end "
+                      "and on Ctrl-C; default per preset; 0: never, so no resume and no evaluation)")
+  parser.add_argument("--keep-checkpoints", type=int, help="how many of the newest checkpoints to keep (3)")
+  parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest intact "
+                      "checkpoint, with its own config; the result equals an uninterrupted run's")
+  add_data_arguments(parser)
+  parser.add_argument("--workdir", help="run directory (default runs/MODEL-DATE-TIME)")
+  parser.add_argument("--num-devices", type=int, help="train on the first N devices (default: all, "
+                      "data parallel; the global batch is split evenly over them)")
+  parser.add_argument("--distributed", action="store_true", help="join a multi-host job first "
+                      "(jax.distributed.initialize(); automatic when JAX_COORDINATOR_ADDRESS is set)")
+  parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation report after training")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_run_dir(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory that `jaxmnist train` wrote")
+
+
+def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
+  """The `jaxmnist` command's parser: one subcommand each for train, evaluate, predict, export and serve."""
+  parser = ArgumentParser(prog=prog, description="Train, evaluate, use and export MNIST models.")
+  commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+  commands.required = True
+
+  add_train_arguments(commands.add_parser("train", help="train a model (or --resume a run)"))
+
+  evaluate = commands.add_parser("evaluate", help="write a run's evaluation report")
+  _add_run_dir(evaluate)
+  add_data_arguments(evaluate)
+
+  predict = commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)")
+  _add_run_dir(predict)
+  predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files, one digit each")
+  predict.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+  export = commands.add_parser("export", help="write the model as a jax.export artifact")
+  _add_run_dir(export)
+  export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
+  export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
+                      "pip install 'jaxmnist[onnx]')")
+
+  serve = commands.add_parser("serve", help="a page to draw digits on, and the model reading them (needs "
+                              "pip install 'jaxmnist[serve]')")
+  _add_run_dir(serve)
+  serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                     "machine only; 0.0.0.0 lets others on the network in)")
+  serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
+  return parser
+
+
+def parse_train_args(argv, prog: str = "python -m jaxmnist.train") -> argparse.Namespace:
+  parser = ArgumentParser(
+      prog=prog, description="Train one of the post's MNIST models (or any preset, on MNIST or Fashion-MNIST). "
+      "Defaults reproduce the post's setup.")
+  add_train_arguments(parser)
+  return parser.parse_args(argv)
+
+
+def _preset(name: str) -> Config:
+  if name not in PRESETS:
+    raise UserError(f"Unknown model {name!r}. Choose one of: {', '.join(PRESETS)}, e.g. --model=mlp3.")
+  return PRESETS[name]
+
+
+def _flag(name: str) -> str:
+  return "--lr" if name == "learning_rate" else "--" + name.replace("_", "-")
+
+
+def _given(args: argparse.Namespace, names) -> dict:
+  return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+  if args.resume:
+    return resumed_config(args)
+  return dataclasses.replace(_preset(args.model or "mlp3"), **_given(args, RESULT_FLAGS + CHECKPOINT_FLAGS))
+
+
+def resumed_config(args: argparse.Namespace) -> Config:
+  """The config of the run in args.resume; flags may repeat it, or change only how it checkpoints.
+
+  (Whether it can resume, jaxmnist.train_state.check_resumable says: that needs its checkpoints.)
+  """
+  run_dir = Path(args.resume)
+  saved = runs.read_config(run_dir)
+  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})"
+                    for name, value in _given(args, RESULT_FLAGS).items() if value != getattr(saved, name)]
+  if args.model is not None and _preset(args.model).model != saved.model:
+    contradictions.append(f"--model={args.model} (the run trains {saved.model})")
+  if args.workdir is not None and Path(args.workdir).resolve() != run_dir.resolve():
+    contradictions.append(f"--workdir={args.workdir} (a resumed run continues in {run_dir})")
+  if contradictions:
+    raise UserError(f"--resume {run_dir} continues that run with its own config, but these flags contradict "
+                    f"it: {'; '.join(contradictions)}. Drop them to resume, or start a new run without --resume.")
+  return dataclasses.replace(saved, **_given(args, CHECKPOINT_FLAGS))

@@ -1,0 +1,72 @@
+"""The process's set-up before any device work: the compiled-program cache, and joining a multi-host job.
+
+Synopsis:
+  process.enable_compilation_cache(cache_dir, process.xla_cache_limit_bytes())
+  process.maybe_initialize_distributed(args.distributed)
+
+Every command that compiles calls the first (a repeated command then skips most of its compile
+time); `jaxmnist train` calls the second before it builds its mesh.
+"""
+
+import os
+from pathlib import Path
+
+import jax
+
+from jaxmnist.errors import UserError
+
+# Environment variables that launchers of several processes set; any of them means "initialise".
+_MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
+
+
+def maybe_initialize_distributed(force: bool = False) -> None:
+  """Joins a multi-host job before anything touches a device.
+
+  With --distributed, or when a launcher set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES:
+  `jax.distributed.initialize()` finds the cluster itself on Cloud TPU, SLURM and Open MPI; on
+  other machines set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  """
+  if not (force or any(os.environ.get(name) for name in _MULTIPROCESS_ENV)):
+    return
+  kwargs = {}
+  for env_name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    value = os.environ.get(env_name)
+    if value:
+      if not value.isdigit():
+        raise UserError(f"{env_name}={value!r} is not a non-negative integer. Set it to the number of "
+                        f"processes (JAX_NUM_PROCESSES) or this process's rank (JAX_PROCESS_ID).")
+      kwargs[arg] = int(value)
+  jax.distributed.initialize(**kwargs)
+
+
+XLA_CACHE_LIMIT_ENV_VAR = "JAXMNIST_XLA_CACHE_MB"
+DEFAULT_XLA_CACHE_MB = 256  # one run's programs take 0.3 MB (`tiny`) to a few MB
+
+
+def xla_cache_limit_bytes() -> int:
+  """The compiled-program cache's cap: $JAXMNIST_XLA_CACHE_MB megabytes, or DEFAULT_XLA_CACHE_MB."""
+  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip()
+  if not raw:
+    return DEFAULT_XLA_CACHE_MB * 2**20
+  try:
+    megabytes = float(raw)
+  except ValueError:
+    megabytes = -1.0
+  if not megabytes >= 0:
+    raise UserError(f"${XLA_CACHE_LIMIT_ENV_VAR}={raw!r} is not a size in megabytes. Set it to a number "
+                    f">= 0 (0 turns the compiled-program cache off), or unset it for {DEFAULT_XLA_CACHE_MB}.")
+  return int(megabytes * 2**20)
+
+
+def enable_compilation_cache(cache_dir: Path, limit_bytes: int) -> None:
+  """Reuses compiled XLA programs across runs: a repeated command skips most of its compile time.
+
+  The cache is capped: past the limit, jax evicts the least recently used programs as it writes
+  new ones (its LRU cache, which needs `filelock`), so the folder never grows without bound.
+  """
+  if limit_bytes == 0:
+    return
+  jax.config.update("jax_compilation_cache_dir", str(cache_dir / "xla"))
+  jax.config.update("jax_compilation_cache_max_size", limit_bytes)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
