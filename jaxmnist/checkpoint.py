@@ -19,6 +19,9 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import numpy as np
 from jaxmnist.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax writes each checkpoint under this name, then renames it
 FORMAT_VERSION = 1
 
 
@@ -60,10 +64,32 @@ def state_digest(state) -> str:
   return digest.hexdigest()
 
 
+def _not_from_orbax(record: logging.LogRecord) -> bool:
+  return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _drop_abandoned_writes(default_hook):
+  """An unraisable-exception hook that passes over one message: after a failed write (a full disk),
+  tensorstore completes orbax's other pending writes into an asyncio loop that orbax has already closed,
+  and Python would print each `RuntimeError: Event loop is closed` as a stray traceback."""
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+      default_hook(unraisable)
+  hook.jaxmnist_checkpoint = True
+  return hook
+
+
 def _ocp():
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO
+  if not getattr(sys.unraisablehook, "jaxmnist_checkpoint", False):
+    sys.unraisablehook = _drop_abandoned_writes(sys.unraisablehook)
+
+  # orbax logs every save at INFO, and a failed write with its traceback at ERROR from its own thread;
+  # jaxmnist reports each failure itself, once, as a paragraph (SaveFailed, or a checkpoint passed over).
+  absl_logger = logging.getLogger("absl")
+  if _not_from_orbax not in absl_logger.filters:
+    absl_logger.addFilter(_not_from_orbax)
   return ocp
 
 
@@ -87,6 +113,7 @@ class Saver:
 
   def __init__(self, directory: Path, keep: int = 3):
     self._directory = Path(directory)
+    self._writing = None  # the epoch whose checkpoint orbax may still be writing
     try:
       self._manager = _manager(self._directory, keep)
     except OSError as e:
@@ -99,16 +126,19 @@ class Saver:
     # A copy: orbax serialises in the background, while training appends to `rows`.
     meta = {"format": FORMAT_VERSION, "epoch": epoch, "rows": list(rows), "data": dict(data_info),
             "state_sha256": state_digest(host_state)}
+    self.wait()  # orbax waits for the previous write anyway; its failure is then named as its own
     with self._failures_raised(f"the checkpoint of epoch {epoch}"):
       self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
                                                         meta=ocp.args.JsonSave(meta)))
+    self._writing = epoch
 
   def wait(self) -> None:
-    with self._failures_raised("a checkpoint"):
+    """Returns once the checkpoint being written is complete."""
+    with self._failures_raised(f"the checkpoint of epoch {self._writing}"):
       self._manager.wait_until_finished()
 
   def close(self) -> None:
-    with self._failures_raised("a checkpoint"):
+    with self._failures_raised(f"the checkpoint of epoch {self._writing}"):
       try:
         self._manager.wait_until_finished()
       finally:
@@ -119,6 +149,9 @@ class Saver:
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+      # A failed save leaves orbax's temporary folder half-written; the complete checkpoints stay.
+      for unfinished in self._directory.glob(f"*{TMP_SUFFIX}"):
+        shutil.rmtree(unfinished, ignore_errors=True)
       raise SaveFailed(f"{what} in {self._directory}") from e
 
 

@@ -1,5 +1,7 @@
 """Errors a user can act on; the CLI prints them as one paragraph, without a traceback (exit_with_message)."""
 
+import os
+import re
 import sys
 
 
@@ -41,8 +43,12 @@ def why_not_written(error: BaseException) -> str:
     return f"{error.strerror}{where}"
   cause = error.__cause__ if error.__cause__ is not None else error
   first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-  if "RESOURCE_EXHAUSTED" in first_line:  # what tensorstore (under orbax) says for a full disk or a quota
-    return f"the disk or the quota is full ({first_line[:240]})"
+  # tensorstore (under orbax) names the OS's error code: "... File too large [os_error_code='27']".
+  code = re.search(r"os_error_code='(\d+)'", first_line)
+  if code:
+    return f"{os.strerror(int(code.group(1)))} (while writing {error})"
+  if "RESOURCE_EXHAUSTED" in first_line:  # what tensorstore says for a full disk or a quota
+    return f"the disk or the quota is full (while writing {error})"
   return first_line[:240]
 
 
