@@ -11,6 +11,7 @@ Debian or Ubuntu: apt-get install chromium). Playwright's own browser download i
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,11 +53,34 @@ def chromium_path():
                                            if os.access(p, os.X_OK)), None)
 
 
+def is_snap_shim(path) -> bool:
+  """Ubuntu's chromium package installs a script that only asks for the snap: no browser to drive."""
+  try:
+    head = Path(path).read_bytes()[:4096]
+  except OSError:
+    return False
+  return head.startswith(b"#!") and b"snap" in head
+
+
+def test_ubuntus_snap_shim_is_told_apart_from_a_browser(tmp_path):
+  shim = tmp_path / "chromium-browser"
+  shim.write_text('#!/bin/sh\necho "Command \'/usr/bin/chromium-browser\' requires the chromium snap to be '
+                  'installed. Please install it with: snap install chromium"\nexit 1\n')
+  assert is_snap_shim(shim)
+  executable = chromium_path()
+  if executable is None or is_snap_shim(executable):
+    pytest.skip("no chromium here to compare with")
+  assert not is_snap_shim(executable)  # Debian's launcher script names no snap
+
+
 @pytest.fixture(scope="module")
 def browser():
   executable = chromium_path()
   if executable is None:
     pytest.skip("chromium is not installed (Debian/Ubuntu: apt-get install chromium; .ci/run does it as root)")
+  if is_snap_shim(executable):
+    pytest.skip(f"{executable} is Ubuntu's placeholder that asks for the chromium snap, which Playwright cannot "
+                f"drive: install a real chromium (Debian's package, or `snap install chromium` and put it on PATH)")
   with sync_api.sync_playwright() as playwright:
     launched = playwright.chromium.launch(executable_path=executable, headless=True)
     yield launched
