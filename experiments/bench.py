@@ -42,6 +42,8 @@ from jaxmnist import configs, data, loops, models, parallel, report, train_state
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
+import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top  (experiments/, beside this script)
+
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -177,14 +179,9 @@ def bench_torch(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: 
 
 def bench_startup(cache_dir: Path) -> dict:
   """Wall time of the CLI's linear 1-epoch run: data cache warm; compilation cache cold, then warm."""
-  env = {**os.environ, "JAXMNIST_CACHE_DIR": str(cache_dir)}
   seconds = {}
   with tempfile.TemporaryDirectory() as xla_cache:
-    # A private data cache folder whose mnist/ is the user's verified copy, and an empty xla/.
-    private = Path(xla_cache) / "cache"
-    private.mkdir()
-    os.symlink(cache_dir / "mnist", private / "mnist")
-    env["JAXMNIST_CACHE_DIR"] = str(private)
+    env = bench_fast.private_cache(Path(xla_cache), data_cache=cache_dir)
     for label in ("cold_compile_cache", "warm_compile_cache"):
       start = time.perf_counter()
       subprocess.run([sys.executable, "-m", "jaxmnist.train", "--model=linear", "--epochs=1",

@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, loops, models, parallel, report, steps, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, loops, models, parallel, process, report, steps, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
@@ -108,15 +108,20 @@ def _wall(command, env=None) -> tuple[float, str]:
   return round(time.perf_counter() - started, 2), out.stdout
 
 
-def private_cache(tmp: Path, data_dir) -> dict:
-  """An environment whose jaxmnist cache holds the verified data and an empty compilation cache."""
+def private_cache(tmp: Path, data_dir=None, data_cache: Path | None = None) -> dict:
+  """An environment whose jaxmnist cache holds the verified data and an empty compilation cache.
+
+  (experiments/bench.py and recipes.py time whole processes from it too.) jax's own
+  $JAX_COMPILATION_CACHE_DIR is dropped: a cache the user set would make a cold start warm.
+  """
   cache = tmp / "cache"
   cache.mkdir()
-  if data_dir is None:
-    os.symlink(data.default_cache_dir() / "mnist", cache / "mnist")
+  if data_dir is None:  # link the verified copy of a cache folder (default: the user's)
+    os.symlink((data_cache or data.default_cache_dir()) / "mnist", cache / "mnist")
   else:
     data.load_mnist("dir", data_dir, cache_dir=cache)
-  return {**os.environ, "JAXMNIST_CACHE_DIR": str(cache)}
+  env = {name: value for name, value in os.environ.items() if name != process.JAX_CACHE_ENV_VAR}
+  return {**env, "JAXMNIST_CACHE_DIR": str(cache)}
 
 
 def whole_process(data_dir, with_torch: bool, seconds: dict, save) -> None:

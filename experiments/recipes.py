@@ -24,16 +24,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, report  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import report  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import POST_RESULTS, PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
+
+import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top  (experiments/, beside this script)
 
 
 def run_preset(preset: str, seed: int) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
-    cache = Path(tmp) / "cache"  # verified data from the user's cache, compilation cache empty
-    cache.mkdir()
-    os.symlink(data.default_cache_dir() / "mnist", cache / "mnist")
-    env = {**os.environ, "JAXMNIST_CACHE_DIR": str(cache)}
+    env = bench_fast.private_cache(Path(tmp))  # verified data from the user's cache, compilation cache empty
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "jaxmnist.train", f"--model={preset}", f"--seed={seed}",
                     "--no-progress", f"--workdir={Path(tmp) / 'run'}"], cwd=REPO_ROOT, env=env, check=True,

@@ -108,9 +108,23 @@ POST_RESULTS = {
 }
 
 
+# What a run may change and still be the post's set-up: how long, which seed and split size, how it
+# runs and saves. Any other field (the rate, the batch, the optimizer, the init, ...) is another recipe.
+_BESIDE_THE_RECIPE = ("epochs", "seed", "valid_fraction", "eval_batch_size", "loop", "checkpoint_every",
+                      "keep_checkpoints")
+
+
 def post_result(config: Config) -> PostResult | None:
-  """The post's numbers for this model, which are MNIST's: None for any other dataset."""
-  return POST_RESULTS.get(config.model) if config.dataset == datasets.DEFAULT else None
+  """The post's numbers for a run of its own set-up on MNIST; None for another recipe or dataset.
+
+  Judged from the config alone (a resumed run has no preset name): `tiny` trains the post's mlp3 with
+  another rate and batch, so it gets no post numbers, fresh or resumed.
+  """
+  post = PRESETS.get(config.model)
+  if config.dataset != datasets.DEFAULT or config.model not in POST_RESULTS or post is None:
+    return None
+  as_post = dataclasses.replace(config, **{name: getattr(post, name) for name in _BESIDE_THE_RECIPE})
+  return POST_RESULTS[config.model] if as_post == post else None
 
 
 def _unknown(what: str, value, choices) -> str:

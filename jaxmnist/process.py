@@ -40,6 +40,7 @@ def maybe_initialize_distributed(force: bool = False) -> None:
 
 
 XLA_CACHE_LIMIT_ENV_VAR = "JAXMNIST_XLA_CACHE_MB"
+JAX_CACHE_ENV_VAR = "JAX_COMPILATION_CACHE_DIR"  # jax's own setting, read by jax at import too
 DEFAULT_XLA_CACHE_MB = 256  # one run's programs take 0.3 MB (`tiny`) to a few MB
 
 
@@ -61,12 +62,14 @@ def xla_cache_limit_bytes() -> int:
 def enable_compilation_cache(cache_dir: Path, limit_bytes: int) -> None:
   """Reuses compiled XLA programs across runs: a repeated command skips most of its compile time.
 
-  The cache is capped: past the limit, jax evicts the least recently used programs as it writes
-  new ones (its LRU cache, which needs `filelock`), so the folder never grows without bound.
+  The programs go to cache_dir/xla, or to jax's own $JAX_COMPILATION_CACHE_DIR where a user set it
+  (one cache for several projects, or for a test session's processes). The cache is capped: past the
+  limit, jax evicts the least recently used programs as it writes new ones (its LRU cache, which
+  needs `filelock`), so the folder never grows without bound.
   """
   if limit_bytes == 0:
     return
-  jax.config.update("jax_compilation_cache_dir", str(cache_dir / "xla"))
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(JAX_CACHE_ENV_VAR) or str(cache_dir / "xla"))
   jax.config.update("jax_compilation_cache_max_size", limit_bytes)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

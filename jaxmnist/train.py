@@ -277,8 +277,7 @@ def run(args) -> dict:
   say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
       f"{jax.process_count()} process(es)); run directory: {workdir}")
   summary = train_checked(config, workdir, mnist, mesh, progress=not args.no_progress, resume=resume)
-  say("\n".join(report.comparison_lines(summary, configs.post_result(
-      dataclasses.replace(config, model=args.model or config.model)))))
+  say("\n".join(report.comparison_lines(summary, configs.post_result(config))))
   files = ["config.json", "metrics.csv", "accuracy.png", "summary.json"]
   files += [f"{checkpoint.CHECKPOINT_DIR}/"] if config.checkpoint_every > 0 else []
   if writes and not args.no_evaluate and config.checkpoint_every > 0:

@@ -1,7 +1,12 @@
 """Shared fixtures: CPU only, strict rank promotion, a PRNG key, and tiny MNIST-shaped data."""
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -13,7 +18,21 @@ from jaxmnist import data, idx  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# One compiled-program cache for every CLI process the session starts (jaxmnist.process uses jax's own
+# variable where it is set): they compile the same few programs, seconds each. Set after jax's import,
+# so that this process writes to it only through jaxmnist.process (in the capped format the CLI
+# processes use); the tests of the cache itself take it out of their subprocesses' environment. Never
+# the user's: a value from the shell is replaced, here too.
+SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="jaxmnist-tests-xla-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_XLA_CACHE
+jax.config.update("jax_compilation_cache_dir", None)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  shutil.rmtree(SESSION_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
@@ -62,13 +81,60 @@ def idx_dir(tmp_path):
 
 def jaxmnist_cli(*args, cwd, cache_dir, env=None, timeout=600):
   """`python -m jaxmnist.cli ARGS` as a user runs `jaxmnist ARGS`: a subprocess, on CPU."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
   full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXMNIST_CACHE_DIR": str(cache_dir),
               "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
   return subprocess.run([sys.executable, "-m", "jaxmnist.cli", *map(str, args)], cwd=cwd, env=full_env,
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def jaxmnist_in_process(tmp_path, capsys, monkeypatch):
+  """`jaxmnist ARGS` through the CLI's own main in this process, in tmp_path with its own data cache.
+
+  For refusals: they need no process start-up (2-4 s of imports each) to show their exit code and
+  paragraph. Returns what a subprocess would: returncode, stdout, stderr. A few subprocess tests still
+  cross the real process boundary for exit codes and the absence of tracebacks.
+  """
+  from jaxmnist import cli  # pylint: disable=g-import-not-at-top  (after the environment above is set)
+
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
+
+  def call(*args):
+    argv = [str(a) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["jaxmnist", *argv], exit_info.value.code, out, err)
+  return call
+
+
+class TrainedRun(NamedTuple):
+  run_dir: Path
+  idx_dir: Path  # the toy IDX files it trained on (--source=dir --unverified)
+  result: subprocess.CompletedProcess  # what `jaxmnist train` printed
+
+
+def _train_tiny(tmp_path_factory, name: str, *extra_args) -> TrainedRun:
+  tmp = tmp_path_factory.mktemp(name)
+  idx_dir = write_idx_dir(tmp / "idx")
+  result = jaxmnist_cli("train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
+                        "--workdir=run", "--no-progress", *extra_args, cwd=tmp, cache_dir=tmp / "cache")
+  assert result.returncode == 0, result.stderr
+  return TrainedRun(tmp / "run", idx_dir, result)
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_run(tmp_path_factory) -> TrainedRun:
+  """The `tiny` preset trained once per session through the CLI, evaluation included (a few seconds).
+  Tests read it and never write into it: a test that changes a run copies it first."""
+  return _train_tiny(tmp_path_factory, "tiny-run")
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_cli_run(tmp_path_factory) -> TrainedRun:
+  """The same on the toy files trained as Fashion-MNIST (--dataset=fashion_mnist): they name its classes."""
+  return _train_tiny(tmp_path_factory, "tiny-fashion-run", "--dataset=fashion_mnist")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Synopsis:
   from tests import serving
-  run_dir = serving.train_tiny(tmp_path)                       # a few seconds, on toy IDX files
+  run_dir = tiny_cli_run.run_dir                               # tests/conftest.py's session run
   with serving.Server(run_dir, cache_dir=tmp_path / "cache") as server:
     status, answer = server.post("/api/predict", png_bytes, "image/png")
     serving.draw(page, serving.SEVEN)                          # a Playwright page showing server.url
@@ -35,19 +35,6 @@ PEN = 20  # the page's pen width
 SEVEN = [[(70, 60), (210, 60), (120, 240)]]
 ONE = [[(140, 40), (140, 240)]]
 ZERO = [[(140, 40), (200, 80), (215, 140), (200, 200), (140, 240), (80, 200), (65, 140), (80, 80), (140, 40)]]
-
-
-def train_tiny(directory: Path, *extra_args: str) -> Path:
-  """The `tiny` preset trained through the CLI on toy IDX files (a few seconds), with any extra flags
-  (e.g. --dataset=fashion_mnist, which names the toy classes as Fashion-MNIST's); returns the run."""
-  from tests.conftest import jaxmnist_cli, write_idx_dir  # pylint: disable=g-import-not-at-top  (pytest's)
-
-  directory.mkdir(parents=True, exist_ok=True)
-  idx_dir = write_idx_dir(directory / "idx")
-  result = jaxmnist_cli("train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-                        "--workdir=run", "--no-progress", *extra_args, cwd=directory, cache_dir=directory / "cache")
-  assert result.returncode == 0, result.stderr
-  return directory / "run"
 
 
 def drawing(strokes=SEVEN, image_format="PNG", size=CANVAS) -> bytes:

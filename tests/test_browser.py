@@ -88,15 +88,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-  run_dir = serving.train_tiny(tmp_path_factory.mktemp("browser"))
-  with serving.Server(run_dir, run_dir.parent / "cache") as server:
+def tiny_server(tiny_cli_run):
+  with serving.Server(tiny_cli_run.run_dir, tiny_cli_run.run_dir.parent / "cache") as server:
     yield server
 
 
 @pytest.fixture(scope="module")
-def fashion_server(tmp_path_factory):
-  run_dir = serving.train_tiny(tmp_path_factory.mktemp("browser-fashion"), "--dataset=fashion_mnist")
+def fashion_server(tiny_fashion_cli_run):
+  run_dir = tiny_fashion_cli_run.run_dir
   with serving.Server(run_dir, run_dir.parent / "cache") as server:
     yield server
 

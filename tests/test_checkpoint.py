@@ -168,13 +168,21 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(unint
 
 @pytest.mark.parametrize("save_flags, resume_flags", [(EIGHT_DEVICES, ""), ("", EIGHT_DEVICES)],
                          ids=["8-devices-to-1", "1-device-to-8"])
-def test_resume_on_another_device_count(tmp_path, idx_dir, save_flags, resume_flags):
-  process = _start(tmp_path, idx_dir, "--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}",
-                   "--workdir=run", xla_flags=save_flags)
-  assert _wait_for(_has_checkpoint(tmp_path / "run"), process)
-  process.send_signal(signal.SIGINT)
-  _, err = process.communicate(timeout=120)
-  assert process.returncode == 130, err
+def test_resume_on_another_device_count(request, tmp_path, save_flags, resume_flags):
+  if save_flags:
+    idx_dir = request.getfixturevalue("idx_dir")
+    process = _start(tmp_path, idx_dir, "--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}",
+                     "--workdir=run", xla_flags=save_flags)
+    assert _wait_for(_has_checkpoint(tmp_path / "run"), process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+  else:  # the module's one-device run, as if killed after its checkpoint of epoch 110: 10 epochs on 8 devices
+    reference, idx_dir = request.getfixturevalue("uninterrupted")
+    shutil.copytree(reference, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
+      shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
   result = _run(tmp_path, idx_dir, "--resume=run", xla_flags=resume_flags)
   assert result.returncode == 0, result.stderr
   assert ("devices: 8 x cpu" if resume_flags else "devices: 1 x cpu") in result.stdout
@@ -184,26 +192,30 @@ def test_resume_on_another_device_count(tmp_path, idx_dir, save_flags, resume_fl
   training_outcomes.assert_clears("tiny_run", summary)
 
 
-def _bad_resume(tmp_path, idx_dir, *args):
-  result = _run(tmp_path, idx_dir, *args)
-  assert result.returncode == 2, result.stdout + result.stderr
-  assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-  return result.stderr
+@pytest.fixture
+def bad_resume(idx_dir, jaxmnist_in_process):
+  """`jaxmnist train ARGS` that must be refused (each refusal comes before any training): its paragraph."""
+  def call(*args):
+    result = jaxmnist_in_process(*_train_args(idx_dir, *args)[3:])  # without `python -m jaxmnist.cli`
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    return result.stderr
+  return call
 
 
-def test_bad_resumes_exit_2_with_one_paragraph(uninterrupted, tmp_path, idx_dir):
+def test_bad_resumes_exit_2_with_one_paragraph(uninterrupted, tmp_path, bad_resume):
   finished, _ = uninterrupted
-  assert "is not a directory" in _bad_resume(tmp_path, idx_dir, f"--resume={tmp_path / 'nowhere'}")
+  assert "is not a directory" in bad_resume(f"--resume={tmp_path / 'nowhere'}")
   (tmp_path / "empty").mkdir()
-  assert "is not a jaxmnist run: it has no config.json" in _bad_resume(tmp_path, idx_dir, "--resume=empty")
+  assert "is not a jaxmnist run: it has no config.json" in bad_resume("--resume=empty")
   (tmp_path / "early").mkdir()
   (tmp_path / "early" / "config.json").write_text((finished / "config.json").read_text())
-  assert "has no complete checkpoint" in _bad_resume(tmp_path, idx_dir, "--resume=early")
-  assert "already finished all 120 epochs" in _bad_resume(tmp_path, idx_dir, f"--resume={finished}")
+  assert "has no complete checkpoint" in bad_resume("--resume=early")
+  assert "already finished all 120 epochs" in bad_resume(f"--resume={finished}")
 
 
-def test_a_resume_whose_flags_contradict_the_run_is_refused(stopped_copy, tmp_path, idx_dir):
-  message = _bad_resume(tmp_path, idx_dir, "--resume=run", "--lr=0.5", "--epochs=7", "--model=cnn")
+def test_a_resume_whose_flags_contradict_the_run_is_refused(stopped_copy, tmp_path, idx_dir, bad_resume):
+  message = bad_resume("--resume=run", "--lr=0.5", "--epochs=7", "--model=cnn")
   assert "--lr=0.5 (the run has 0.1)" in message and "--epochs=7 (the run has 120)" in message
   assert "--model=cnn (the run trains mlp3)" in message
   # Repeating the run's own settings, or changing only how it checkpoints, is fine.

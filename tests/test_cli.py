@@ -22,6 +22,16 @@ def run_cli(*args, cwd, cache_dir):
 
 
 @pytest.fixture
+def train_in_process(idx_dir, jaxmnist_in_process):
+  """`jaxmnist train ARGS` (the flags of python -m jaxmnist.train) through the CLI's main, in this process."""
+  def call(*args):
+    result = jaxmnist_in_process("train", "--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
+                                 *args)
+    return result.returncode, result.stderr
+  return call
+
+
+@pytest.fixture
 def cli(tmp_path, idx_dir):
   def call(*args, data=True):
     data_args = ("--source=dir", f"--data-dir={idx_dir}", "--unverified") if data else ()
@@ -75,11 +85,23 @@ def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(c
     (("--epoch=3",), "unrecognized arguments: --epoch=3"),
     (("--no-such-flag",), "flags cannot be abbreviated"),
 ])
-def test_bad_settings_exit_2_with_one_paragraph(cli, args, message):
+def test_bad_settings_exit_2_with_one_paragraph(train_in_process, args, message):
+  code, stderr = train_in_process("--model=tiny", *args)
+  assert code == 2, stderr
+  assert message in stderr
+  assert "Traceback" not in stderr
+  assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--lr=0",), "learning rate must be a positive number"),
+    (("--data=idx",), "unrecognized arguments: --data=idx"),
+])
+def test_a_user_sees_exit_2_and_one_paragraph_from_the_process(cli, args, message):
+  """The cases above run in this process for speed; these two go through a real process boundary."""
   result = cli("--model=tiny", *args)
   assert result.returncode == 2, result.stderr
-  assert message in result.stderr
-  assert "Traceback" not in result.stderr
+  assert message in result.stderr and "Traceback" not in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -114,6 +136,7 @@ def _compiled_program_bytes(xla_dir: Path) -> int:
 
 
 def test_compiled_program_cache_is_capped(cli, tmp_path, monkeypatch):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # the session's shared cache: this test needs its own
   monkeypatch.setenv("JAXMNIST_XLA_CACHE_MB", "0.2")  # one `tiny` run compiles about 0.3 MB
   for batch_size in (32, 16):  # two runs, two sets of programs
     result = cli("--model=tiny", "--epochs=1", f"--workdir=run{batch_size}", f"--batch-size={batch_size}")
@@ -124,6 +147,7 @@ def test_compiled_program_cache_is_capped(cli, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("value, expect_cache", [("0", False), ("lots", None)])
 def test_compiled_program_cache_setting(cli, tmp_path, monkeypatch, value, expect_cache):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # the session's shared cache: this test needs its own
   monkeypatch.setenv("JAXMNIST_XLA_CACHE_MB", value)
   result = cli("--model=tiny", "--epochs=1", "--workdir=run")
   if expect_cache is None:  # not a number: one paragraph, exit 2, nothing trained
@@ -132,3 +156,11 @@ def test_compiled_program_cache_setting(cli, tmp_path, monkeypatch, value, expec
   else:  # 0 turns the cache off
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "cache" / "xla").exists()
+
+
+def test_jaxs_own_compilation_cache_variable_is_followed(cli, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared-xla"))
+  result = cli("--model=tiny", "--epochs=1", "--workdir=run")
+  assert result.returncode == 0, result.stderr
+  assert _compiled_program_bytes(tmp_path / "shared-xla") > 0
+  assert not (tmp_path / "cache" / "xla").exists()

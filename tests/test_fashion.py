@@ -44,14 +44,9 @@ def debian_dir():
 
 
 @pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory):
-  """The `tiny` preset on toy IDX files, trained as Fashion-MNIST through the CLI: a few seconds."""
-  tmp = tmp_path_factory.mktemp("fashion")
-  idx_dir = write_idx_dir(tmp / "idx")
-  result = jaxmnist_cli("train", "--dataset=fashion_mnist", "--model=tiny", f"--data-dir={idx_dir}", "--unverified",
-                        "--workdir=run", "--no-progress", cwd=tmp, cache_dir=tmp / "cache")
-  assert result.returncode == 0, result.stderr
-  return tmp / "run", idx_dir, result
+def fashion_run(tiny_fashion_cli_run):
+  """The `tiny` preset on toy IDX files, trained as Fashion-MNIST through the CLI (once per session)."""
+  return tiny_fashion_cli_run
 
 
 # ---- the pins ------------------------------------------------------------------------------------------
@@ -176,16 +171,15 @@ def test_debian_copy_is_found_by_itself_verified_and_cached(debian_dir, tmp_path
   assert (tmp_path / "cache" / "fashion_mnist").is_dir()
 
 
-def test_mnist_refuses_the_fashion_files(debian_dir, tmp_path):
-  result = jaxmnist_cli("train", "--model=tiny", f"--data-dir={debian_dir}", "--workdir=run", cwd=tmp_path,
-                        cache_dir=tmp_path / "cache")
+def test_mnist_refuses_the_fashion_files(debian_dir, tmp_path, jaxmnist_in_process):
+  result = jaxmnist_in_process("train", "--model=tiny", f"--data-dir={debian_dir}", "--workdir=run")
   assert_one_paragraph(result, "holds Fashion-MNIST, not MNIST", "--dataset=fashion_mnist")
   assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_fashion_mnist_refuses_the_mnist_files(real_cache_dir, tmp_path):
-  result = jaxmnist_cli("train", "--dataset=fashion_mnist", "--model=tiny", f"--data-dir={real_cache_dir / 'mnist'}",
-                        "--workdir=run", cwd=tmp_path, cache_dir=tmp_path / "cache")
+def test_fashion_mnist_refuses_the_mnist_files(real_cache_dir, jaxmnist_in_process):
+  result = jaxmnist_in_process("train", "--dataset=fashion_mnist", "--model=tiny",
+                               f"--data-dir={real_cache_dir / 'mnist'}", "--workdir=run")
   assert_one_paragraph(result, "holds MNIST, not Fashion-MNIST", "--dataset=mnist")
 
 
@@ -216,28 +210,26 @@ def test_a_fashion_run_says_and_saves_its_dataset(fashion_run):
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_an_unknown_dataset_exits_2(command, fashion_run, tmp_path):
+def test_an_unknown_dataset_exits_2(command, fashion_run, jaxmnist_in_process):
   run_dir, idx_dir, _ = fashion_run
   args = ["--model=tiny", "--workdir=new"] if command == "train" else [run_dir]
-  result = jaxmnist_cli(command, *args, "--dataset=cifar10", f"--data-dir={idx_dir}", "--unverified", cwd=tmp_path,
-                        cache_dir=tmp_path / "cache")
+  result = jaxmnist_in_process(command, *args, "--dataset=cifar10", f"--data-dir={idx_dir}", "--unverified")
   assert_one_paragraph(result, "ataset 'cifar10'", "fashion_mnist")
 
 
-def test_evaluating_a_run_with_the_other_dataset_exits_2(fashion_run, tmp_path):
+def test_evaluating_a_run_with_the_other_dataset_exits_2(fashion_run, jaxmnist_in_process):
   run_dir, idx_dir, _ = fashion_run
-  result = jaxmnist_cli("evaluate", run_dir, "--dataset=mnist", f"--data-dir={idx_dir}", "--unverified",
-                        cwd=tmp_path, cache_dir=tmp_path / "cache")
+  result = jaxmnist_in_process("evaluate", run_dir, "--dataset=mnist", f"--data-dir={idx_dir}", "--unverified")
   assert_one_paragraph(result, "was trained on Fashion-MNIST", "--dataset=mnist asks for MNIST")
 
 
-def test_resuming_a_run_with_the_other_dataset_exits_2(fashion_run, tmp_path):
+def test_resuming_a_run_with_the_other_dataset_exits_2(fashion_run, tmp_path, jaxmnist_in_process):
   run_dir, idx_dir, _ = fashion_run
   unfinished = tmp_path / "unfinished"
   shutil.copytree(run_dir, unfinished)
   (unfinished / "summary.json").unlink()  # as if stopped after its last checkpoint
-  result = jaxmnist_cli("train", "--resume", unfinished, "--dataset=mnist", f"--data-dir={idx_dir}", "--unverified",
-                        cwd=tmp_path, cache_dir=tmp_path / "cache")
+  result = jaxmnist_in_process("train", "--resume", unfinished, "--dataset=mnist", f"--data-dir={idx_dir}",
+                               "--unverified")
   assert_one_paragraph(result, "--dataset=mnist (the run has fashion_mnist)")
 
 

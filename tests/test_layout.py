@@ -105,3 +105,15 @@ def test_each_optimizer_a_config_may_name_is_its_own():
     update, _ = tx.update(grads, tx.init(params), params)
     updates[name] = tuple(np.round(np.asarray(update["w"]), 6))
   assert len(set(updates.values())) == len(configs.OPTIMIZERS), updates
+
+
+def test_the_post_is_beside_a_run_of_its_own_recipe_only():
+  post = configs.post_result
+  assert post(PRESETS["mlp3"]) is configs.POST_RESULTS["mlp3"]
+  assert post(dataclasses.replace(PRESETS["linear"], epochs=20, seed=3, valid_fraction=0.0, loop="python"))
+  # `tiny` trains the post's mlp3 architecture with another rate and batch: not the post's recipe, whether
+  # it was started from its preset name or resumed from its config.json (which names only "mlp3").
+  assert PRESETS["tiny"].model == "mlp3" and post(PRESETS["tiny"]) is None
+  assert post(dataclasses.replace(PRESETS["mlp3"], learning_rate=0.1)) is None
+  assert post(PRESETS["mlp3_modern"]) is None and post(PRESETS["cnn"]) is None
+  assert post(dataclasses.replace(PRESETS["mlp3"], dataset="fashion_mnist")) is None

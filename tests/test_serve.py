@@ -27,8 +27,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  return serving.train_tiny(tmp_path_factory.mktemp("serve"))
+def tiny_run(tiny_cli_run):
+  return tiny_cli_run.run_dir
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from jaxmnist import cli, report
+from jaxmnist import report
 from jaxmnist.configs import PRESETS
 from tests.test_cli import REPO_ROOT
 
@@ -123,12 +123,6 @@ def _run_with_config(tmp_path, **changes):
   return run_dir
 
 
-def _cli_in_process(capsys, *args):
-  with pytest.raises(SystemExit) as exit_info:
-    cli.main(list(map(str, args)))
-  return exit_info.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("changes, says", [
     ({"model": "resnet50"}, "unknown model 'resnet50' (choose one of linear, mlp2, mlp3,"),
     ({"epochs": "ten"}, "epochs must be a whole number, got 'ten'"),
@@ -139,14 +133,15 @@ def _cli_in_process(capsys, *args):
     ({"colour": "red"}, "unknown field 'colour'"),
 ])
 @pytest.mark.parametrize("command", ["evaluate", "predict", "export", "serve", "resume"])
-def test_every_field_of_a_config_read_back_is_checked_as_the_flags_are(tmp_path, capsys, changes, says, command):
+def test_every_field_of_a_config_read_back_is_checked_as_the_flags_are(tmp_path, jaxmnist_in_process, changes, says,
+                                                                       command):
   run_dir = _run_with_config(tmp_path, **changes)
   args = {"evaluate": ("evaluate", run_dir), "predict": ("predict", run_dir, tmp_path / "digit.png"),
           "export": ("export", run_dir), "serve": ("serve", run_dir),
           "resume": ("train", f"--resume={run_dir}")}[command]
-  code, stderr = _cli_in_process(capsys, *args)
-  assert code == 2
-  message = _one_paragraph(stderr)
+  result = jaxmnist_in_process(*args)
+  assert result.returncode == 2
+  message = _one_paragraph(result.stderr)
   assert f"{run_dir / 'config.json'} holds settings jaxmnist cannot use: {says}" in message
   assert "restore it, or give another run directory" in message
 
@@ -160,13 +155,13 @@ def test_an_edited_model_name_is_one_paragraph_for_a_user_too(tmp_path):
   assert "unknown model 'resnet50'" in _one_paragraph(result.stderr)
 
 
-def test_a_missing_required_field_and_a_config_that_is_no_object(tmp_path, capsys):
+def test_a_missing_required_field_and_a_config_that_is_no_object(tmp_path, jaxmnist_in_process):
   run_dir = _run_with_config(tmp_path)
   fields = json.loads((run_dir / "config.json").read_text())
   del fields["learning_rate"]
   (run_dir / "config.json").write_text(json.dumps(fields))
-  code, stderr = _cli_in_process(capsys, "evaluate", run_dir)
-  assert code == 2 and "field 'learning_rate' is missing" in _one_paragraph(stderr)
+  result = jaxmnist_in_process("evaluate", run_dir)
+  assert result.returncode == 2 and "field 'learning_rate' is missing" in _one_paragraph(result.stderr)
   (run_dir / "config.json").write_text("[1, 2]")
-  code, stderr = _cli_in_process(capsys, "evaluate", run_dir)
-  assert code == 2 and "is not a jaxmnist config: it holds list" in _one_paragraph(stderr)
+  result = jaxmnist_in_process("evaluate", run_dir)
+  assert result.returncode == 2 and "is not a jaxmnist config: it holds list" in _one_paragraph(result.stderr)
