@@ -25,6 +25,10 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # the user's: a value from the shell is replaced, here too.
 SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="jaxmnist-tests-xla-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_XLA_CACHE
+# Processes that import jax without jaxmnist.process (the multi-device worker, the benchmark) write there
+# too; jax's capped cache keeps an access-time file beside each program and fails on one without it, so
+# every writer uses the capped format.
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(256 * 2**20)
 jax.config.update("jax_compilation_cache_dir", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
