@@ -93,14 +93,13 @@ def _checkpoint_due(config: Config, epoch: int, stop_requested: bool) -> bool:
 def _write_failed_message(config: Config, workdir: Path, error: BaseException) -> str:
   finished = len(report.read_metrics_csv(workdir / "metrics.csv")) if (workdir / "metrics.csv").is_file() else 0
   saved = checkpoint.saved_epochs(workdir / checkpoint.CHECKPOINT_DIR)
-  kept = f"metrics.csv with the {finished} finished epoch(s)" if finished else "no finished epoch"
+  said = (f"Could not write the run's files in {workdir}: {errors.why_not_written(error)}. Kept: "
+          + (f"metrics.csv with the {finished} finished epoch(s)" if finished else "no finished epoch"))
   if not saved:
-    return (f"Could not write the run's files in {workdir}: {errors.why_not_written(error)}. Kept: {kept}, and no "
-            f"complete checkpoint, so the run cannot resume. Make room (or make the folder writable), then "
-            f"train again in a new --workdir.")
-  return (f"Could not write the run's files in {workdir}: {errors.why_not_written(error)}. Kept: {kept}, and the "
-          f"complete checkpoint(s) of epoch {', '.join(map(str, saved))}. Make room (or make the folder writable), "
-          f"then continue with `jaxmnist train --resume {workdir}`.")
+    return (said + ", and no complete checkpoint, so the run cannot resume. Make room (or make the folder "
+            "writable), then train again in a new --workdir.")
+  return (said + f", and the complete checkpoint(s) of epoch {', '.join(map(str, saved))}. Make room (or make the "
+          f"folder writable), then continue with `jaxmnist train --resume {workdir}`.")
 
 
 class Training(NamedTuple):
