@@ -1,6 +1,5 @@
 """Shared fixtures: CPU only, strict rank promotion, a PRNG key, and tiny MNIST-shaped data."""
 
-import atexit
 import os
 import shutil
 import tempfile
@@ -12,13 +11,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Code that runs in-process (predict, serve, evaluate) points jax's compiled-program cache at
 # data.default_cache_dir(), which is ~/.cache/jaxmnist unless JAXMNIST_CACHE_DIR or XDG_CACHE_HOME say
 # otherwise; pip (the PyPI copy) caches under XDG_CACHE_HOME, and matplotlib keeps its font cache in
-# MPLCONFIGDIR (else ~/.config/matplotlib). Set before anything runs, so every test and every subprocess
-# it starts writes these into one folder of the session's, removed when the session ends.
-SESSION_HOME = Path(tempfile.mkdtemp(prefix="jaxmnist-tests-"))
-atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
-for _name, _folder in (("JAXMNIST_CACHE_DIR", "jaxmnist-cache"), ("XDG_CACHE_HOME", "cache"),
+# MPLCONFIGDIR (else ~/.config/matplotlib). A pytest hook, so that scripts importing from tests/ (the
+# experiments) keep their user's caches.
+
+
+def pytest_configure(config):
+  """Before any test runs: every test, and every subprocess it starts, writes these into one folder
+  of the session's, removed when the session ends."""
+  home = Path(tempfile.mkdtemp(prefix="jaxmnist-tests-"))
+  config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+  for name, folder in (("JAXMNIST_CACHE_DIR", "jaxmnist-cache"), ("XDG_CACHE_HOME", "cache"),
                        ("XDG_CONFIG_HOME", "config"), ("MPLCONFIGDIR", "matplotlib")):
-  os.environ[_name] = str(SESSION_HOME / _folder)
+    os.environ[name] = str(home / folder)
 # ---- end of isolation --------------------------------------------------------------------------------
 
 import jax  # noqa: E402
