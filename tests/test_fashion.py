@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jaxmnist import cli, data, datasets, idx, predict, runs, serve, sources, train_state
+from jaxmnist import cli, data, datasets, idx, interpret, predict, report, runs, serve, sources, train_state
 from jaxmnist.errors import DataError, UserError
 from tests import training_outcomes
 from tests.conftest import jaxmnist_cli, write_idx_dir
+from tests.test_interpret import assert_accuracy_picture, read_png, template_signs
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 INSTALL = f"sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}"
@@ -187,12 +188,25 @@ def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path):
   assert result.returncode == 0, result.stderr
   assert "data: Fashion-MNIST from Debian package dataset-fashion-mnist" in result.stdout
   assert "post" not in result.stdout  # the post's numbers are MNIST's
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  run_dir = tmp_path / "run"
+  summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["dataset"] == summary["config"]["dataset"] == "fashion_mnist" and summary["data_verified"]
-  training_outcomes.assert_clears("real_fashion_linear", summary)
-  evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+  evaluation = json.loads((run_dir / "evaluation.json").read_text())
   assert [row["class"] for row in evaluation["test"]["per_class"]] == list(NAMES)
-  assert "| Ankle boot |" in result.stdout and (tmp_path / "run" / "weights.png").exists()
+  assert "| Ankle boot |" in result.stdout
+  # The run's curves, without the post's line; the post's numbers are MNIST's.
+  assert_accuracy_picture(run_dir / "accuracy.png", report.read_metrics_csv(run_dir / "metrics.csv"), None)
+  # weights.png shows the model's weights, panel k class k's (red: positive) ...
+  kernel = np.asarray(train_state.load_trained(run_dir).variables["params"]["dense0"]["kernel"])
+  templates = interpret.weight_templates(kernel)
+  signs = template_signs(read_png(run_dir / "weights.png"), interpret.weight_templates_figure(kernel, NAMES, "a title"))
+  visible = np.abs(templates) > 0.01 * np.abs(templates).max()  # the palest colours lie next to white
+  np.testing.assert_array_equal(signs[visible], np.sign(templates[visible]))
+  # ... and what the model learned: each class red where its clothes have ink (the trousers' legs), blue
+  # where they have none (the gap between them).
+  fashion = data.load_mnist("cache", cache_dir=tmp_path / "cache", dataset="fashion_mnist")
+  training_outcomes.assert_clears("real_fashion_linear", {
+      **summary, "template_agreement": training_outcomes.template_agreement(signs, fashion)})
 
 
 # ---- a run remembers its dataset -----------------------------------------------------------------------

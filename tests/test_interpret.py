@@ -15,7 +15,7 @@ FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Ankle boot")
 
 
-def _read_png(path) -> np.ndarray:
+def read_png(path) -> np.ndarray:
   """The PNG's pixels as float RGB in [0, 1], after checking that it is one."""
   assert path.read_bytes()[:8] == PNG_SIGNATURE
   with Image.open(path) as image:
@@ -70,7 +70,7 @@ def assert_accuracy_picture(path, rows, post) -> None:
 
   The places come from a figure built from the same rows (the title only takes a line's height).
   """
-  pixels = _read_png(path)
+  pixels = read_png(path)
   assert pixels.shape == (450, 700, 3)
   fig = report.accuracy_figure(rows, "a title", post)
   fig.draw_without_rendering()  # lays the figure out as savefig does
@@ -81,8 +81,21 @@ def assert_accuracy_picture(path, rows, post) -> None:
     px, py = ax.transData.transform((x, y))
     return int(height - py), int(px)
 
-  legend = ax.get_legend().get_window_extent().padded(4)
   epochs = [r["epoch"] for r in rows]
+  legend = ax.get_legend().get_window_extent().padded(4)
+  gray = _near(pixels, POST_GRAY)
+  gray[int(height - legend.y1):int(height - legend.y0), int(legend.x0):int(legend.x1)] = False  # its text
+  box = ax.get_window_extent()
+  top, left, right = int(height - box.y1) + 2, int(box.x0) + 2, int(box.x1) - 2
+  gray = gray[top:int(height - box.y0) - 2, left:right]  # inside the axes
+  if post is None:
+    worst = gray.mean(axis=1).max()  # the most of one row's width that is gray
+    assert worst < 0.05, f"a gray line runs across {worst:.2f} of the plot, but there is no post to compare with"
+  else:
+    row = place(epochs[0], post.valid)[0] - top
+    dashes = gray[row - 1:row + 2].any(axis=0).mean()
+    assert 0.4 < dashes < 0.9, f"the post's line at {post.valid} should be dashed gray: {dashes:.2f} of it is gray"
+
   curves = [("train_accuracy", TRAIN_BLUE)]
   if rows[0]["valid_accuracy"] is not None:
     curves.append(("valid_accuracy", VALID_ORANGE))
@@ -106,19 +119,6 @@ def assert_accuracy_picture(path, rows, post) -> None:
       assert _near(patch, colour).any(), f"{name} at epoch {x:.2f} ({y:.3f}): no curve at {row, col}"
       checked += 1
     assert checked >= min(len(xs), 2), f"{name}: too few points clear of the other lines to check"
-
-  gray = _near(pixels, POST_GRAY)
-  gray[int(height - legend.y1):int(height - legend.y0), int(legend.x0):int(legend.x1)] = False  # its text
-  box = ax.get_window_extent()
-  top, left, right = int(height - box.y1) + 2, int(box.x0) + 2, int(box.x1) - 2
-  gray = gray[top:int(height - box.y0) - 2, left:right]  # inside the axes
-  if post is None:
-    worst = gray.mean(axis=1).max()  # the most of one row's width that is gray
-    assert worst < 0.05, f"a gray line runs across {worst:.2f} of the plot, but there is no post to compare with"
-  else:
-    row = place(epochs[0], post.valid)[0] - top
-    dashes = gray[row - 1:row + 2].any(axis=0).mean()
-    assert 0.4 < dashes < 0.9, f"the post's line at {post.valid} should be dashed gray: {dashes:.2f} of it is gray"
 
 
 def test_confusion_matrix_matches_hand_count():
@@ -196,7 +196,7 @@ def test_plot_confusion_writes_a_png(tmp_path):
   path = tmp_path / "confusion.png"
   interpret.plot_confusion(path, confusion, FASHION, title="a test")
   # (2.5 + 0.55 per class) inches high, 0.9 more wide for the colour bar, at 100 dpi.
-  assert _read_png(path).shape == (800, 890, 3)
+  assert read_png(path).shape == (800, 890, 3)
   _assert_only(tmp_path, "confusion.png")
 
 
@@ -206,7 +206,7 @@ def test_plot_top_losses_writes_a_png(tmp_path):
   labels, predicted = rng.integers(0, 10, 15), rng.integers(0, 10, 15)
   path = tmp_path / "top_losses.png"
   interpret.plot_top_losses(path, images, labels, predicted, rng.random(15), rng.random(15) * 5, title="a test")
-  assert _read_png(path).shape == (645, 850, 3)  # 3 rows of 5 panels: 1.7 x 1.95 inches each, +0.6 titles
+  assert read_png(path).shape == (645, 850, 3)  # 3 rows of 5 panels: 1.7 x 1.95 inches each, +0.6 titles
   _assert_only(tmp_path, "top_losses.png")
 
 
@@ -238,7 +238,7 @@ def test_weight_template_panel_k_shows_the_pattern_of_class_k(tmp_path):
   fig = interpret.weight_templates_figure(kernel)
   path = tmp_path / "weights.png"
   interpret.save_png(path, fig)
-  pixels = _read_png(path)
+  pixels = read_png(path)
   assert pixels.shape == (450, 990, 3)  # 2 rows of 5 panels, 1.8 x 2.0 inches each, + colour bar, title
   colours = template_colours(pixels, fig)
   for k in range(10):
