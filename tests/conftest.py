@@ -10,9 +10,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # ---- isolation: no test writes outside its temporary folders ---------------------------------------
 # Code that runs in-process (predict, serve, evaluate) points jax's compiled-program cache at
 # data.default_cache_dir(), which is ~/.cache/jaxmnist unless JAXMNIST_CACHE_DIR or XDG_CACHE_HOME say
-# otherwise; pip (the PyPI copy) caches under XDG_CACHE_HOME, and matplotlib keeps its font cache in
-# MPLCONFIGDIR (else ~/.config/matplotlib). A pytest hook, so that scripts importing from tests/ (the
-# experiments) keep their user's caches.
+# otherwise; pip (the PyPI copy) caches under XDG_CACHE_HOME and, for its User-Agent, runs
+# `rustc --version`, which under rustup writes RUSTUP_HOME/settings.toml (else ~/.rustup); matplotlib
+# keeps its font cache in MPLCONFIGDIR (else ~/.config/matplotlib). Configuration (pip's index, in
+# XDG_CONFIG_HOME) is still read from the user's. A pytest hook, so that scripts importing from tests/
+# (the experiments) keep their user's caches.
 
 
 def pytest_configure(config):
@@ -21,7 +23,7 @@ def pytest_configure(config):
   home = Path(tempfile.mkdtemp(prefix="jaxmnist-tests-"))
   config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
   for name, folder in (("JAXMNIST_CACHE_DIR", "jaxmnist-cache"), ("XDG_CACHE_HOME", "cache"),
-                       ("XDG_CONFIG_HOME", "config"), ("MPLCONFIGDIR", "matplotlib")):
+                       ("MPLCONFIGDIR", "matplotlib"), ("RUSTUP_HOME", "rustup")):
     os.environ[name] = str(home / folder)
 # ---- end of isolation --------------------------------------------------------------------------------
 

@@ -186,6 +186,12 @@ def chromium_path() -> str | None:
                                            if os.access(p, os.X_OK)), None)
 
 
+def launch_chromium(playwright, config_dir: Path):
+  """The system's chromium, headless, keeping its configuration (crash reports) in `config_dir`, not ~/.config."""
+  return playwright.chromium.launch(executable_path=chromium_path(), headless=True,
+                                    env={**os.environ, "XDG_CONFIG_HOME": str(config_dir)})
+
+
 def read_digits(page, images_Nx28x28, batch: int = 50) -> list[int]:
   """What the page's predict() answers for each MNIST image painted on its canvas, `batch` per call."""
   images = np.asarray(images_Nx28x28).reshape(len(images_Nx28x28), -1).tolist()

@@ -19,12 +19,11 @@ pytest.importorskip("starlette", reason="`jaxmnist serve` needs pip install -e '
 
 
 @pytest.fixture(scope="module")
-def browser():
-  executable = serving.chromium_path()
-  if executable is None:
+def browser(tmp_path_factory):
+  if serving.chromium_path() is None:
     pytest.skip("chromium is not installed (Debian/Ubuntu: apt-get install chromium; .ci/run does it as root)")
   with sync_api.sync_playwright() as playwright:
-    launched = playwright.chromium.launch(executable_path=executable, headless=True)
+    launched = serving.launch_chromium(playwright, tmp_path_factory.mktemp("chromium-config"))
     yield launched
     launched.close()
 

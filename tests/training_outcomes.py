@@ -204,7 +204,7 @@ def browser_outcomes(run_dir: Path, cache_dir: Path, mnist: data.Mnist) -> dict:
   from playwright import sync_api  # pylint: disable=g-import-not-at-top  (an extra: pip install -e '.[test]')
 
   with serving.Server(run_dir, cache_dir) as server, sync_api.sync_playwright() as playwright:
-    browser = playwright.chromium.launch(executable_path=serving.chromium_path(), headless=True)
+    browser = serving.launch_chromium(playwright, cache_dir / "chromium-config")
     measured = {}
     for name, measure in (("browser_accuracy", lambda page: browser_digits_accuracy(page, mnist)),
                           ("drawn_seven_probability", drawn_seven_probability)):
