@@ -78,24 +78,26 @@ def expected_logits(model, variables, images):
   return np.asarray(_jitted_apply(model)(variables, images.astype(np.float32) / 255.0, train=False))
 
 
-def _clear(logits_Bx10) -> np.ndarray:
+def clear_mask(logits_Bx10) -> np.ndarray:
   """Where the top two logits are apart by more than the comparison's tolerance can blur."""
   top2 = np.sort(logits_Bx10, axis=-1)[:, -2:]
   return top2[:, 1] - top2[:, 0] > 4 * ATOL
 
 
-def clear_fraction(logits_Bx10) -> float:
-  return float(_clear(logits_Bx10).mean())
-
-
-def _assert_same_logits(logits_Bx10, expected_Bx10):
+def _assert_same_logits(logits_Bx10, expected_Bx10) -> np.ndarray:
+  """Returns the examples whose predicted digit was compared too."""
   assert logits_Bx10.shape == expected_Bx10.shape and logits_Bx10.dtype == np.float32
   np.testing.assert_allclose(logits_Bx10, expected_Bx10, rtol=1e-5, atol=ATOL)
-  # Random pixels give close logits: compare the predicted digit where the top two are not a near tie,
-  # and that this is most examples (training_outcomes' export_clear).
-  clear = _clear(expected_Bx10)
-  training_outcomes.assert_clears("export_clear", {"clear_fraction": clear_fraction(expected_Bx10)})
+  # Random pixels give close logits: compare the predicted digit where the top two are not a near tie.
+  clear = clear_mask(expected_Bx10)
   np.testing.assert_array_equal(logits_Bx10.argmax(-1)[clear], expected_Bx10.argmax(-1)[clear])
+  return clear
+
+
+def _assert_mostly_compared(clear_masks) -> None:
+  # Over all of a test's batches (108 examples): in one batch of 7, one near tie is 1/7 already.
+  fraction = float(np.concatenate(clear_masks).mean())
+  training_outcomes.assert_clears("export_clear", {"clear_fraction": fraction})
 
 
 def _run_in_fresh_python(artifact, batches, tmp_path):
@@ -124,15 +126,15 @@ def test_artifact_runs_with_only_jax_and_matches_model_apply(name, tmp_path):
   assert info["in_avals"] == "(ShapedArray(uint8[b,28,28,1]),)"
   assert info["out_avals"] == "(ShapedArray(float32[b,10]),)"
   assert tuple(info["platforms"]) == export.DEFAULT_PLATFORMS
-  for key, images in batches.items():
-    _assert_same_logits(logits[key], expected_logits(model, variables, images))
+  _assert_mostly_compared([_assert_same_logits(logits[key], expected_logits(model, variables, images))
+                           for key, images in batches.items()])
 
 
 def test_eval_mode_uses_the_running_statistics():
   model, variables = model_and_variables("cnn")
   images = random_batches()["b7"]
   logits = export.inference_fn("cnn", variables)(images)
-  _assert_same_logits(np.asarray(logits), expected_logits(model, variables, images))
+  _assert_same_logits(np.asarray(logits), expected_logits(model, variables, images))  # 7: too few for a fraction
   shifted = {**variables, "batch_stats": jax.tree.map(lambda x: x + 0.5, variables["batch_stats"])}
   assert np.abs(np.asarray(logits) - expected_logits(model, shifted, images)).max() > 100 * ATOL
 
@@ -200,6 +202,6 @@ def test_onnx_export_matches_model_apply(name):
   (images_in,), (logits_out,) = session.get_inputs(), session.get_outputs()
   assert (images_in.name, images_in.type, images_in.shape) == ("images", "tensor(uint8)", ["B", 28, 28, 1])
   assert (logits_out.name, logits_out.type, logits_out.shape) == ("logits", "tensor(float)", ["B", 10])
-  for images in random_batches().values():
-    (logits,) = session.run(None, {"images": images})
-    _assert_same_logits(logits, expected_logits(model, variables, images))
+  _assert_mostly_compared([_assert_same_logits(session.run(None, {"images": images})[0],
+                                               expected_logits(model, variables, images))
+                           for images in random_batches().values()])
