@@ -15,9 +15,8 @@ their usual sources (Fashion-MNIST offline: `sudo apt-get install dataset-fashio
 also serves its model and reads digits through the page in chromium, where Playwright and chromium
 are installed (else those two quantities are left out).
 
-Runtimes on 2 shared CPU cores (AMD EPYC), per perturbation: real_cnn about 2 minutes (its browser
-part 40 s), real_fashion_linear 10 s, export_clear 10 s; the toy scenarios and real_linear about a
-minute together.
+Runtime on 2 shared CPU cores (AMD EPYC): about 30 minutes in all; real_fashion_linear, real_cnn and
+export_clear took 14 minutes together (9 runs each, nearly all of it real_cnn); export_clear alone, 1.
 """
 
 import argparse
@@ -103,7 +102,8 @@ def markdown(saved: dict) -> str:
       if not rows:
         continue
       lines += [f"## {scenario}: {quantity} {op} {bound}", "",
-                f"Measured {measured['date']} on {measured['cpu']} ({measured['cores']} cores).", "",
+                f"Measured {measured['date']} on {measured['cpu']} ({measured['cores']} cores): "
+                f"`{measured['command']}`.", "",
                 "| perturbation | value | margin |", "|---|---|---|"]
       for name, results in rows.items():
         value, margin = results[quantity], outcomes.margins(scenario, results)[quantity]
@@ -117,12 +117,16 @@ def merged(path: Path, table: dict, scenarios, date: str, cpu: str) -> dict:
   """The results saved at `path`, with those of `scenarios` replaced by `table`'s."""
   saved = json.loads(path.read_text()) if path.exists() else {"results": {}}
   # Files written before scenarios carried their own date said once when everything was measured.
-  old = {"date": saved.pop("date", None), "cpu": saved.pop("cpu", None), "cores": 2}
+  old = {"date": saved.pop("date", None), "cpu": saved.pop("cpu", None), "cores": 2,
+         "command": "python experiments/test_margins.py"}
   measured = saved.get("measured") or {name: old for name in SCENARIOS
                                        if any(name in r for r in saved["results"].values())}
   for name, results in table.items():
     saved["results"].setdefault(name, {}).update(results)
-  measured.update({name: {"date": date, "cpu": cpu, "cores": os.cpu_count()} for name in scenarios})
+  command = "python experiments/test_margins.py" + (
+      "" if list(scenarios) == list(SCENARIOS) else f" --scenarios={','.join(scenarios)}")
+  measured.update({name: {"date": date, "cpu": cpu, "cores": os.cpu_count(), "command": command}
+                   for name in scenarios})
   return {"measured": measured, "results": saved["results"]}
 
 
