@@ -75,32 +75,36 @@ def format_accuracy(accuracy: float | None) -> str:
   return "none (no validation split)" if accuracy is None else f"{accuracy:.4f}"
 
 
-def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | None) -> None:
-  """Train and validation accuracy per epoch, with the post's final validation accuracy as a line."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (slow import, kept off the start-up path)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
+  """Train and validation accuracy per epoch, with the post's final validation accuracy as a dashed line."""
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top  (slow import, kept off the start-up path)
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (no pyplot: no global figures)
 
   epochs = [r["epoch"] for r in rows]
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  ax.plot(epochs, [r["train_accuracy"] for r in rows], label="train (running, during the epoch)")
+  # A line through one point draws nothing: a one-epoch run shows its accuracies as dots.
+  style = {"marker": "o"} if len(rows) == 1 else {}
+  fig = Figure(figsize=(7, 4.5), dpi=100, layout="tight")
+  ax = fig.add_subplot()
+  ax.plot(epochs, [r["train_accuracy"] for r in rows], label="train (running, during the epoch)", **style)
   if rows and rows[0]["valid_accuracy"] is not None:  # None: trained on all examples
-    ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation")
+    ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation", **style)
   if post is not None:
     ax.axhline(post.valid, color="gray", linestyle="--", label=f"post's validation ({post.valid})")
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  if len(rows) == 1:
+    ax.set_xticks(epochs)  # the integer locator finds no integer in the padding around one epoch
   ax.set_xlabel("epoch")
   ax.set_ylabel("accuracy")
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
-  fig.tight_layout()
-  try:
-    write_replacing(path, lambda partial: fig.savefig(partial, dpi=100), suffix=".png")
-  finally:
-    plt.close(fig)
+  return fig
+
+
+def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | None) -> None:
+  """Writes accuracy_figure(rows, title, post) to `path` as a PNG, atomically."""
+  fig = accuracy_figure(rows, title, post)
+  write_replacing(path, lambda partial: fig.savefig(partial, dpi=100, format="png"), suffix=".png")
 
 
 def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:

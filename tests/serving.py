@@ -17,12 +17,14 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 
@@ -30,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180  # loading and compiling on a busy 2-core machine
 CANVAS = 280  # the page's canvas side, in pixels
 PEN = 20  # the page's pen width
+VIEWPORT = {"width": 720, "height": 440}  # the browser window the tests open the page in
 
 # Strokes in canvas pixels, as a person draws them: a 7 (a bar, then the stem), a 1, and a 0.
 SEVEN = [[(70, 60), (210, 60), (120, 240)]]
@@ -140,3 +143,55 @@ def wait_until_idle(page, timeout_ms=30_000):
 def probabilities(page) -> list[float]:
   """The ten probabilities the page shows, read from the bars' data attributes."""
   return page.eval_on_selector_all("#bars .row", "rows => rows.map(row => Number(row.dataset.probability))")
+
+
+# Paints MNIST digits on the page's canvas, black ink on white as the pen draws (bilinear, 10x), and
+# asks the page's own predict(): the browser encodes the canvas with toBlob, as for a person's drawing.
+PAINT_AND_PREDICT = """async (digits) => {
+  const {pad, clear, predict} = window.jaxmnist;
+  const ink = pad.getContext("2d");
+  const field = document.createElement("canvas");
+  field.width = field.height = 28;
+  const fieldInk = field.getContext("2d");
+  const answers = [];
+  for (const pixels of digits) {
+    clear();
+    const image = fieldInk.createImageData(28, 28);
+    pixels.forEach((v, i) => image.data.set([255 - v, 255 - v, 255 - v, 255], 4 * i));
+    fieldInk.putImageData(image, 0, 0);
+    ink.imageSmoothingEnabled = true;
+    ink.drawImage(field, 0, 0, pad.width, pad.height);
+    answers.push((await predict()).digit);
+  }
+  return answers;
+}"""
+
+
+def chromium_path() -> str | None:
+  """The system's chromium, which Playwright drives (its own browser download is not used)."""
+  return shutil.which("chromium") or next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+                                           if os.access(p, os.X_OK)), None)
+
+
+def is_snap_shim(path) -> bool:
+  """Ubuntu's chromium package installs a script that only asks for the snap: no browser to drive."""
+  try:
+    head = Path(path).read_bytes()[:4096]
+  except OSError:
+    return False
+  return head.startswith(b"#!") and b"snap" in head
+
+
+def launch_chromium(playwright, config_dir: Path):
+  """The system's chromium, headless, keeping its configuration (crash reports) in `config_dir`, not ~/.config."""
+  return playwright.chromium.launch(executable_path=chromium_path(), headless=True,
+                                    env={**os.environ, "XDG_CONFIG_HOME": str(config_dir)})
+
+
+def read_digits(page, images_Nx28x28, batch: int = 50) -> list[int]:
+  """What the page's predict() answers for each MNIST image painted on its canvas, `batch` per call."""
+  images = np.asarray(images_Nx28x28).reshape(len(images_Nx28x28), -1).tolist()
+  answers = []
+  for start in range(0, len(images), batch):
+    answers += page.evaluate(PAINT_AND_PREDICT, images[start:start + batch])
+  return answers

@@ -9,80 +9,36 @@ Skips, saying why, where Playwright or chromium is missing (`.ci/run` installs c
 Debian or Ubuntu: apt-get install chromium). Playwright's own browser download is not used.
 """
 
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests import serving
+from tests import serving, training_outcomes
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'")
 pytest.importorskip("starlette", reason="`jaxmnist serve` needs pip install -e '.[serve]' (or '.[test]')")
-
-NUM_DIGITS = 200
-MIN_ACCURACY = 0.95
-BATCH = 50  # digits per page.evaluate call
-VIEWPORT = {"width": 720, "height": 440}
-
-# Paints MNIST digits on the page's canvas, black ink on white as the pen draws (bilinear, 10x), and
-# asks the page's own predict(): the browser encodes the canvas with toBlob, as for a person's drawing.
-PAINT_AND_PREDICT = """async (digits) => {
-  const {pad, clear, predict} = window.jaxmnist;
-  const ink = pad.getContext("2d");
-  const field = document.createElement("canvas");
-  field.width = field.height = 28;
-  const fieldInk = field.getContext("2d");
-  const answers = [];
-  for (const pixels of digits) {
-    clear();
-    const image = fieldInk.createImageData(28, 28);
-    pixels.forEach((v, i) => image.data.set([255 - v, 255 - v, 255 - v, 255], 4 * i));
-    fieldInk.putImageData(image, 0, 0);
-    ink.imageSmoothingEnabled = true;
-    ink.drawImage(field, 0, 0, pad.width, pad.height);
-    answers.push((await predict()).digit);
-  }
-  return answers;
-}"""
-
-
-def chromium_path():
-  return shutil.which("chromium") or next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-                                           if os.access(p, os.X_OK)), None)
-
-
-def is_snap_shim(path) -> bool:
-  """Ubuntu's chromium package installs a script that only asks for the snap: no browser to drive."""
-  try:
-    head = Path(path).read_bytes()[:4096]
-  except OSError:
-    return False
-  return head.startswith(b"#!") and b"snap" in head
 
 
 def test_ubuntus_snap_shim_is_told_apart_from_a_browser(tmp_path):
   shim = tmp_path / "chromium-browser"
   shim.write_text('#!/bin/sh\necho "Command \'/usr/bin/chromium-browser\' requires the chromium snap to be '
                   'installed. Please install it with: snap install chromium"\nexit 1\n')
-  assert is_snap_shim(shim)
-  executable = chromium_path()
-  if executable is None or is_snap_shim(executable):
+  assert serving.is_snap_shim(shim)
+  executable = serving.chromium_path()
+  if executable is None or serving.is_snap_shim(executable):
     pytest.skip("no chromium here to compare with")
-  assert not is_snap_shim(executable)  # Debian's launcher script names no snap
+  assert not serving.is_snap_shim(executable)  # Debian's launcher script names no snap
 
 
 @pytest.fixture(scope="module")
-def browser():
-  executable = chromium_path()
+def browser(tmp_path_factory):
+  executable = serving.chromium_path()
   if executable is None:
     pytest.skip("chromium is not installed (Debian/Ubuntu: apt-get install chromium; .ci/run does it as root)")
-  if is_snap_shim(executable):
+  if serving.is_snap_shim(executable):
     pytest.skip(f"{executable} is Ubuntu's placeholder that asks for the chromium snap, which Playwright cannot "
                 f"drive: install a real chromium (Debian's package, or `snap install chromium` and put it on PATH)")
   with sync_api.sync_playwright() as playwright:
-    launched = playwright.chromium.launch(executable_path=executable, headless=True)
+    launched = serving.launch_chromium(playwright, tmp_path_factory.mktemp("chromium-config"))
     yield launched
     launched.close()
 
@@ -112,7 +68,7 @@ def open_page(browser):
   pages, problems = [], []
 
   def open_(server):
-    page = browser.new_page(viewport=VIEWPORT)
+    page = browser.new_page(viewport=serving.VIEWPORT)
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
     page.on("request", lambda request: None if request.url.startswith((server.url, "data:"))
@@ -176,22 +132,18 @@ def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_server
 
 def test_200_mnist_digits_painted_through_the_page_are_read_correctly(cnn_server, open_page, real_mnist):
   page = open_page(cnn_server)
-  images = real_mnist.test_images[:NUM_DIGITS, ..., 0].reshape(NUM_DIGITS, -1).tolist()
-  labels = real_mnist.test_labels[:NUM_DIGITS]
-  answers = []
-  for start in range(0, NUM_DIGITS, BATCH):
-    answers += page.evaluate(PAINT_AND_PREDICT, images[start:start + BATCH])
-  accuracy = float(np.mean(np.array(answers) == labels))
-  print(f"browser path (canvas.toBlob PNG -> POST /api/predict): {accuracy:.3f} of {NUM_DIGITS} MNIST test digits")
-  assert accuracy >= MIN_ACCURACY
+  accuracy = training_outcomes.browser_digits_accuracy(page, real_mnist)
+  print(f"browser path (canvas.toBlob PNG -> POST /api/predict): {accuracy:.3f} of "
+        f"{training_outcomes.NUM_BROWSER_DIGITS} MNIST test digits")
+  training_outcomes.assert_clears("real_cnn", {"browser_accuracy": accuracy})
 
 
 def test_a_digit_drawn_with_the_mouse_is_read_and_can_be_screenshot(cnn_server, open_page, tmp_path):
   page = open_page(cnn_server)
-  serving.draw(page, serving.SEVEN, pause_ms=30)
-  serving.wait_until_idle(page)
-  assert page.get_attribute("#guess", "data-digit") == "7"
-  assert max(serving.probabilities(page)) > 0.5
+  seven = training_outcomes.drawn_seven_probability(page)  # draws a 7
+  training_outcomes.assert_clears("real_cnn", {"drawn_seven_probability": seven})  # so 7 is the guess
+  shown = serving.probabilities(page)
+  assert page.get_attribute("#guess", "data-digit") == str(int(np.argmax(shown))) == "7"
   path = tmp_path / "serve.png"
   page.screenshot(path=str(path))
   assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 5_000

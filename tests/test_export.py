@@ -14,6 +14,7 @@ import pytest
 from jax import export as jax_export
 
 from jaxmnist import errors, export, models
+from tests import training_outcomes
 
 BATCH_SIZES = (1, 7, 100)
 ATOL = 1e-5  # the artifact's native convolution against im2col, which model.apply uses on CPU
@@ -55,15 +56,15 @@ def _with_batchnorm_stats(variables, seed=1):
 
 
 @functools.lru_cache(maxsize=None)  # init compiles: once per model for the whole module, as one program
-def _model_and_variables(name):
+def model_and_variables(name, seed=0):
   model = models.build_model(name)
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))
   if "batch_stats" in variables:
-    variables = _with_batchnorm_stats(variables)
+    variables = _with_batchnorm_stats(variables, seed + 1)
   return model, variables
 
 
-def _random_batches(seed=0):
+def random_batches(seed=0):
   rng = np.random.default_rng(seed)
   return {f"b{n}": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) for n in BATCH_SIZES}
 
@@ -73,18 +74,30 @@ def _jitted_apply(model):
   return jax.jit(model.apply, static_argnames="train")  # one program, not an op-by-op compile each
 
 
-def _expected_logits(model, variables, images):
+def expected_logits(model, variables, images):
   return np.asarray(_jitted_apply(model)(variables, images.astype(np.float32) / 255.0, train=False))
 
 
-def _assert_same_logits(logits_Bx10, expected_Bx10):
+def clear_mask(logits_Bx10) -> np.ndarray:
+  """Where the top two logits are apart by more than the comparison's tolerance can blur."""
+  top2 = np.sort(logits_Bx10, axis=-1)[:, -2:]
+  return top2[:, 1] - top2[:, 0] > 4 * ATOL
+
+
+def _assert_same_logits(logits_Bx10, expected_Bx10) -> np.ndarray:
+  """Returns the examples whose predicted digit was compared too."""
   assert logits_Bx10.shape == expected_Bx10.shape and logits_Bx10.dtype == np.float32
   np.testing.assert_allclose(logits_Bx10, expected_Bx10, rtol=1e-5, atol=ATOL)
-  # Random pixels give close logits: compare the predicted digit where the top two are not a near-tie.
-  top2 = np.sort(expected_Bx10, axis=-1)[:, -2:]
-  clear = top2[:, 1] - top2[:, 0] > 4 * ATOL
-  assert clear.mean() > 0.9
+  # Random pixels give close logits: compare the predicted digit where the top two are not a near tie.
+  clear = clear_mask(expected_Bx10)
   np.testing.assert_array_equal(logits_Bx10.argmax(-1)[clear], expected_Bx10.argmax(-1)[clear])
+  return clear
+
+
+def _assert_mostly_compared(clear_masks) -> None:
+  # Over all of a test's batches (108 examples): in one batch of 7, one near tie is 1/7 already.
+  fraction = float(np.concatenate(clear_masks).mean())
+  training_outcomes.assert_clears("export_clear", {"clear_fraction": fraction})
 
 
 def _run_in_fresh_python(artifact, batches, tmp_path):
@@ -100,11 +113,11 @@ def _run_in_fresh_python(artifact, batches, tmp_path):
 
 @pytest.mark.parametrize("name", ["linear", "cnn"])
 def test_artifact_runs_with_only_jax_and_matches_model_apply(name, tmp_path):
-  model, variables = _model_and_variables(name)
+  model, variables = model_and_variables(name)
   artifact = tmp_path / f"{name}.jaxexport"
   size = export.write_artifact(artifact, export.export_inference(name, variables))
   assert size == artifact.stat().st_size
-  batches = _random_batches()
+  batches = random_batches()
 
   info, logits = _run_in_fresh_python(artifact, batches, tmp_path)
 
@@ -113,22 +126,22 @@ def test_artifact_runs_with_only_jax_and_matches_model_apply(name, tmp_path):
   assert info["in_avals"] == "(ShapedArray(uint8[b,28,28,1]),)"
   assert info["out_avals"] == "(ShapedArray(float32[b,10]),)"
   assert tuple(info["platforms"]) == export.DEFAULT_PLATFORMS
-  for key, images in batches.items():
-    _assert_same_logits(logits[key], _expected_logits(model, variables, images))
+  _assert_mostly_compared([_assert_same_logits(logits[key], expected_logits(model, variables, images))
+                           for key, images in batches.items()])
 
 
 def test_eval_mode_uses_the_running_statistics():
-  model, variables = _model_and_variables("cnn")
-  images = _random_batches()["b7"]
+  model, variables = model_and_variables("cnn")
+  images = random_batches()["b7"]
   logits = export.inference_fn("cnn", variables)(images)
-  _assert_same_logits(np.asarray(logits), _expected_logits(model, variables, images))
+  _assert_same_logits(np.asarray(logits), expected_logits(model, variables, images))  # 7: too few for a fraction
   shifted = {**variables, "batch_stats": jax.tree.map(lambda x: x + 0.5, variables["batch_stats"])}
-  assert np.abs(np.asarray(logits) - _expected_logits(model, shifted, images)).max() > 100 * ATOL
+  assert np.abs(np.asarray(logits) - expected_logits(model, shifted, images)).max() > 100 * ATOL
 
 
 @pytest.mark.parametrize("name", ["mlp2", "cnn"])
 def test_declared_signature_is_a_symbolic_batch_of_uint8_images(name):
-  exported = export.export_inference(name, _model_and_variables(name)[1])
+  exported = export.export_inference(name, model_and_variables(name)[1])
   (images,), (logits,) = exported.in_avals, exported.out_avals
   assert images.dtype == jnp.uint8 and images.shape[1:] == (28, 28, 1)
   assert jax_export.is_symbolic_dim(images.shape[0]) and str(images.shape[0]) == "b"
@@ -137,7 +150,7 @@ def test_declared_signature_is_a_symbolic_batch_of_uint8_images(name):
 
 
 def test_cnn_exports_the_native_convolution_whatever_the_backend():
-  variables = _model_and_variables("cnn")[1]
+  variables = model_and_variables("cnn")[1]
   assert "stablehlo.convolution" in export.export_inference("cnn", variables).mlir_module()
   # An explicit choice is the caller's and is kept.
   im2col = models.build_model("cnn").clone(conv_impl="im2col")
@@ -145,7 +158,7 @@ def test_cnn_exports_the_native_convolution_whatever_the_backend():
 
 
 def test_several_platforms_cost_only_bytes():
-  variables = _model_and_variables("mlp2")[1]
+  variables = model_and_variables("mlp2")[1]
   one = export.serialize(export.export_inference("mlp2", variables, platforms=("cpu",)))
   several = export.serialize(export.export_inference("mlp2", variables))
   assert 0 < len(several) - len(one) < 2_000
@@ -166,7 +179,7 @@ def test_write_artifact_replaces_atomically(tmp_path, monkeypatch):
 
 
 def test_bad_requests_are_user_errors(monkeypatch):
-  variables = _model_and_variables("linear")[1]
+  variables = model_and_variables("linear")[1]
   with pytest.raises(errors.UserError, match="Unknown model 'mlp9'"):
     export.export_inference("mlp9", variables)
   with pytest.raises(errors.UserError, match="not 'gpu'"):
@@ -184,11 +197,11 @@ def test_bad_requests_are_user_errors(monkeypatch):
 def test_onnx_export_matches_model_apply(name):
   pytest.importorskip("jax2onnx", reason="the optional extra: pip install 'jaxmnist[onnx]'")
   ort = pytest.importorskip("onnxruntime", reason="the optional extra: pip install 'jaxmnist[onnx]'")
-  model, variables = _model_and_variables(name)
+  model, variables = model_and_variables(name)
   session = ort.InferenceSession(export.export_onnx(name, variables), providers=["CPUExecutionProvider"])
   (images_in,), (logits_out,) = session.get_inputs(), session.get_outputs()
   assert (images_in.name, images_in.type, images_in.shape) == ("images", "tensor(uint8)", ["B", 28, 28, 1])
   assert (logits_out.name, logits_out.type, logits_out.shape) == ("logits", "tensor(float)", ["B", 10])
-  for images in _random_batches().values():
-    (logits,) = session.run(None, {"images": images})
-    _assert_same_logits(logits, _expected_logits(model, variables, images))
+  _assert_mostly_compared([_assert_same_logits(session.run(None, {"images": images})[0],
+                                               expected_logits(model, variables, images))
+                           for images in random_batches().values()])

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jaxmnist import cli, data, datasets, idx, predict, runs, serve, sources, train_state
+from jaxmnist import cli, data, datasets, idx, interpret, predict, report, runs, serve, sources, train_state
 from jaxmnist.errors import DataError, UserError
 from tests import training_outcomes
 from tests.conftest import jaxmnist_cli, write_idx_dir
+from tests.test_interpret import assert_accuracy_picture, read_png, template_signs
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 INSTALL = f"sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}"
@@ -50,15 +51,6 @@ def fashion_run(tiny_fashion_cli_run):
 
 
 # ---- the pins ------------------------------------------------------------------------------------------
-
-
-def test_fashion_pins_sit_beside_mnists_with_the_original_sizes():
-  fashion, mnist = idx.FASHION_MNIST_FILES, idx.CANONICAL_FILES
-  assert list(fashion) == list(mnist)  # the same four file names
-  assert [f.num_bytes for f in fashion.values()] == [47040016, 60008, 7840016, 10008]
-  assert not {f.sha256 for f in fashion.values()} & {f.sha256 for f in mnist.values()}
-  assert datasets.FASHION_MNIST.files is fashion and datasets.MNIST.files is mnist
-  assert datasets.FASHION_MNIST.class_names == NAMES
 
 
 def _generated_fashion_files() -> dict[str, bytes]:
@@ -190,12 +182,25 @@ def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path):
   assert result.returncode == 0, result.stderr
   assert "data: Fashion-MNIST from Debian package dataset-fashion-mnist" in result.stdout
   assert "post" not in result.stdout  # the post's numbers are MNIST's
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  run_dir = tmp_path / "run"
+  summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["dataset"] == summary["config"]["dataset"] == "fashion_mnist" and summary["data_verified"]
-  training_outcomes.assert_clears("real_fashion_linear", summary)
-  evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+  evaluation = json.loads((run_dir / "evaluation.json").read_text())
   assert [row["class"] for row in evaluation["test"]["per_class"]] == list(NAMES)
-  assert "| Ankle boot |" in result.stdout and (tmp_path / "run" / "weights.png").exists()
+  assert "| Ankle boot |" in result.stdout
+  # The run's curves, without the post's line; the post's numbers are MNIST's.
+  assert_accuracy_picture(run_dir / "accuracy.png", report.read_metrics_csv(run_dir / "metrics.csv"), None)
+  # weights.png shows the model's weights, panel k class k's (red: positive) ...
+  kernel = np.asarray(train_state.load_trained(run_dir).variables["params"]["dense0"]["kernel"])
+  templates = interpret.weight_templates(kernel)
+  signs = template_signs(read_png(run_dir / "weights.png"), interpret.weight_templates_figure(kernel, NAMES, "a title"))
+  visible = np.abs(templates) > 0.01 * np.abs(templates).max()  # the palest colours lie next to white
+  np.testing.assert_array_equal(signs[visible], np.sign(templates[visible]))
+  # ... and what the model learned: each class red where its clothes have ink (the trousers' legs), blue
+  # where they have none (the gap between them).
+  fashion = data.load_mnist("cache", cache_dir=tmp_path / "cache", dataset="fashion_mnist")
+  training_outcomes.assert_clears("real_fashion_linear", {
+      **summary, "template_agreement": training_outcomes.template_agreement(signs, fashion)})
 
 
 # ---- a run remembers its dataset -----------------------------------------------------------------------
@@ -282,8 +287,11 @@ def test_predict_json_names_the_classes(fashion_run, picture, tmp_path):
   answer = json.loads(result.stdout)
   assert answer["dataset"] == "fashion_mnist" and answer["class_names"] == list(NAMES)
   (prediction,) = answer["predictions"]
-  assert prediction["prediction"] == NAMES[prediction["class_index"]]
-  assert [t["class"] for t in prediction["top"]] == [NAMES[i] for i in np.argsort(prediction["probabilities"])[::-1][:3]]
+  assert prediction["prediction"] == NAMES[prediction["class_index"]] == prediction["top"][0]["class"]
+  # The top three are the three highest probabilities, each under its class's name (ties in the rounded
+  # numbers may come in either order).
+  top = [(t["probability"], prediction["probabilities"][NAMES.index(t["class"])]) for t in prediction["top"]]
+  assert [shown for shown, _ in top] == [of_class for _, of_class in top] == sorted(prediction["probabilities"])[:-4:-1]
 
 
 def test_predict_text_names_the_classes(fashion_run, picture, capsys):
@@ -305,6 +313,7 @@ def test_serve_health_and_answers_name_the_classes(fashion_run):
   assert "class_names" in serve.page_bytes().decode()  # the page labels its bars from /api/health
 
 
-def test_mnist_keeps_its_digits_as_class_names():
-  assert datasets.get("mnist").class_names == tuple("0123456789")
-  assert predict.describe("x.png", np.eye(10)[7], datasets.MNIST.class_names)["prediction"] == "7"
+def test_mnist_predictions_are_named_by_their_digit():
+  probabilities = np.array([0.01, 0, 0.02, 0, 0, 0, 0, 0.9, 0, 0.07])
+  answer = predict.describe("x.png", probabilities, datasets.get("mnist").class_names)
+  assert (answer["prediction"], [t["class"] for t in answer["top"]]) == ("7", ["7", "9", "2"])

@@ -1,11 +1,12 @@
 """The IDX reader and the canonical checksum check."""
 
+import gzip
 import hashlib
 
 import numpy as np
 import pytest
 
-from jaxmnist import idx
+from jaxmnist import idx, sources
 from jaxmnist.errors import DataError
 
 
@@ -47,7 +48,40 @@ def test_checksum_mismatch_is_rejected():
     idx.verify_canonical("t10k-labels-idx1-ubyte", bytes(10), "a test")
 
 
-def test_canonical_table_is_consistent():
-  for name, f in idx.CANONICAL_FILES.items():
-    assert f.name == name and len(f.sha256) == 64 and len(f.md5) == 32
-  assert hashlib.sha256(b"").hexdigest() not in {f.sha256 for f in idx.CANONICAL_FILES.values()}
+# The original files' sizes and md5s as published with them (the project's data notes, "The canonical
+# files"; the md5s are those that MNIST loaders have long pinned), copied here as the source that
+# jaxmnist's own pins are checked against. jaxmnist itself never checks an md5.
+PUBLISHED_MNIST = {
+    "train-images-idx3-ubyte": (47040016, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (60008, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (7840016, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (10008, "27ae3e4e09519cfbb04c329615203637"),
+}
+
+
+def _digests(raw: bytes) -> tuple[int, str, str]:
+  return len(raw), hashlib.md5(raw).hexdigest(), hashlib.sha256(raw).hexdigest()
+
+
+def _pinned(pin: idx.CanonicalFile) -> tuple[int, str, str]:
+  return pin.num_bytes, pin.md5, pin.sha256
+
+
+def test_mnist_pins_are_the_published_sizes_and_md5s():
+  assert {name: (f.num_bytes, f.md5) for name, f in idx.CANONICAL_FILES.items()} == PUBLISHED_MNIST
+
+
+def test_mnist_pins_are_the_digests_of_the_real_files(real_cache_dir):
+  folder = real_cache_dir / sources.CACHE_SUBDIR  # the PyPI copy, rebuilt as the four IDX files
+  for name, pin in idx.CANONICAL_FILES.items():
+    raw = (folder / name).read_bytes()
+    assert _digests(raw)[:2] == PUBLISHED_MNIST[name], f"{name} is not the published file"
+    assert _digests(raw) == _pinned(pin), name
+
+
+def test_fashion_pins_are_the_digests_of_the_real_files():
+  if not sources.DEBIAN_FASHION_DIR.is_dir():
+    pytest.skip(f"Debian's Fashion-MNIST is not installed: sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}")
+  for name, pin in idx.FASHION_MNIST_FILES.items():
+    raw = gzip.decompress((sources.DEBIAN_FASHION_DIR / f"{name}.gz").read_bytes())
+    assert _digests(raw) == _pinned(pin), name

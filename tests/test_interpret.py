@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmnist import interpret, models, report
+from jaxmnist import configs, interpret, models, report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
 
 
-def _read_png(path) -> np.ndarray:
+def read_png(path) -> np.ndarray:
   """The PNG's pixels as float RGB in [0, 1], after checking that it is one."""
   assert path.read_bytes()[:8] == PNG_SIGNATURE
   with Image.open(path) as image:
@@ -27,6 +27,98 @@ def _assert_only(folder, name) -> None:
   assert sorted(p.name for p in folder.iterdir()) == [name]
   pyplot = sys.modules.get("matplotlib.pyplot")
   assert pyplot is None or not pyplot.get_fignums()
+
+
+def template_colours(pixels, fig) -> np.ndarray:
+  """[C, 28, 28, 3]: the colour at the centre of each template pixel of a weight-templates PNG.
+
+  `fig` is the Figure the PNG was saved from, or one built from the same arguments (the same layout):
+  its first C axes are the panels, class by class.
+  """
+  fig.draw_without_rendering()  # lays the panels out as savefig does
+  num_classes = len(fig.axes) - 1  # the last axes is the colour bar
+  centres = (np.arange(28) + 0.5) / 28
+  colours = np.zeros((num_classes, 28, 28, 3))
+  for k, ax in enumerate(fig.axes[:num_classes]):
+    box = ax.get_window_extent()  # display pixels, origin at the bottom left
+    rows = (pixels.shape[0] - (box.y1 - centres * box.height)).astype(int)
+    cols = (box.x0 + centres * box.width).astype(int)
+    colours[k] = pixels[rows[:, None], cols[None, :]]
+  return colours
+
+
+def template_signs(pixels, fig) -> np.ndarray:
+  """[C, 28, 28]: +1 where a template pixel is shown red (a positive weight), -1 where blue, 0 where neither."""
+  colours = template_colours(pixels, fig)
+  return np.sign(np.round(colours[..., 0] - colours[..., 2], 3))
+
+
+# matplotlib's first two colours of its default cycle (the train and the validation curve), and "gray".
+TRAIN_BLUE = np.array([0x1F, 0x77, 0xB4]) / 255
+VALID_ORANGE = np.array([0xFF, 0x7F, 0x0E]) / 255
+POST_GRAY = np.array([0x80, 0x80, 0x80]) / 255
+
+
+def _near(pixels, colour, tolerance=0.12) -> np.ndarray:
+  return np.abs(pixels - colour).max(-1) < tolerance
+
+
+def assert_accuracy_picture(path, rows, post) -> None:
+  """The accuracy.png at `path` shows `rows` (metrics.csv's) as report.accuracy_figure draws them: the train
+  curve blue and the validation curve orange at each epoch's accuracy and between epochs, and the post's
+  dashed line at `post.valid`, or, for `post=None`, no such line at all.
+
+  The places come from a figure built from the same rows (the title only takes a line's height).
+  """
+  pixels = read_png(path)
+  assert pixels.shape == (450, 700, 3)
+  fig = report.accuracy_figure(rows, "a title", post)
+  fig.draw_without_rendering()  # lays the figure out as savefig does
+  ax = fig.axes[0]
+  height = pixels.shape[0]
+
+  def place(x, y):  # (row, column) in the PNG of the data point (epoch x, accuracy y)
+    px, py = ax.transData.transform((x, y))
+    return int(height - py), int(px)
+
+  epochs = [r["epoch"] for r in rows]
+  legend = ax.get_legend().get_window_extent().padded(4)
+  gray = _near(pixels, POST_GRAY)
+  gray[int(height - legend.y1):int(height - legend.y0), int(legend.x0):int(legend.x1)] = False  # its text
+  box = ax.get_window_extent()
+  top, left, right = int(height - box.y1) + 2, int(box.x0) + 2, int(box.x1) - 2
+  gray = gray[top:int(height - box.y0) - 2, left:right]  # inside the axes
+  if post is None:
+    worst = gray.mean(axis=1).max()  # the most of one row's width that is gray
+    assert worst < 0.05, f"a gray line runs across {worst:.2f} of the plot, but there is no post to compare with"
+  else:
+    row = place(epochs[0], post.valid)[0] - top
+    dashes = gray[row - 1:row + 2].any(axis=0).mean()
+    assert 0.4 < dashes < 0.9, f"the post's line at {post.valid} should be dashed gray: {dashes:.2f} of it is gray"
+
+  curves = [("train_accuracy", TRAIN_BLUE)]
+  if rows[0]["valid_accuracy"] is not None:
+    curves.append(("valid_accuracy", VALID_ORANGE))
+  else:
+    assert not _near(pixels, VALID_ORANGE).any(), "no validation: no orange curve, nor its legend entry"
+  for i, (name, colour) in enumerate(curves):
+    values = [r[name] for r in rows]
+    # Each epoch's point and three points between epochs: where the accuracy rises, the curve rises.
+    xs = np.unique(np.concatenate([np.linspace(a, b, 5) for a, b in zip(epochs, epochs[1:])] or [epochs]))
+    checked = 0
+    for x in xs:
+      y = np.interp(x, epochs, values)
+      row, col = place(x, y)
+      # Skip where a line drawn later (the validation curve over the train curve, the post's line over
+      # both) passes within 4 pixels, and where the legend covers the curve.
+      above = [np.interp(x, epochs, [r[other] for r in rows]) for other, _ in curves[i + 1:]]
+      above += [post.valid] if post is not None else []
+      if any(abs(place(x, a)[0] - row) <= 4 for a in above) or legend.contains(col, height - row):
+        continue
+      patch = pixels[row - 1:row + 2, col - 1:col + 2]
+      assert _near(patch, colour).any(), f"{name} at epoch {x:.2f} ({y:.3f}): no curve at {row, col}"
+      checked += 1
+    assert checked >= min(len(xs), 2), f"{name}: too few points clear of the other lines to check"
 
 
 def test_confusion_matrix_matches_hand_count():
@@ -104,7 +196,7 @@ def test_plot_confusion_writes_a_png(tmp_path):
   path = tmp_path / "confusion.png"
   interpret.plot_confusion(path, confusion, FASHION, title="a test")
   # (2.5 + 0.55 per class) inches high, 0.9 more wide for the colour bar, at 100 dpi.
-  assert _read_png(path).shape == (800, 890, 3)
+  assert read_png(path).shape == (800, 890, 3)
   _assert_only(tmp_path, "confusion.png")
 
 
@@ -114,7 +206,7 @@ def test_plot_top_losses_writes_a_png(tmp_path):
   labels, predicted = rng.integers(0, 10, 15), rng.integers(0, 10, 15)
   path = tmp_path / "top_losses.png"
   interpret.plot_top_losses(path, images, labels, predicted, rng.random(15), rng.random(15) * 5, title="a test")
-  assert _read_png(path).shape == (645, 850, 3)  # 3 rows of 5 panels: 1.7 x 1.95 inches each, +0.6 titles
+  assert read_png(path).shape == (645, 850, 3)  # 3 rows of 5 panels: 1.7 x 1.95 inches each, +0.6 titles
   _assert_only(tmp_path, "top_losses.png")
 
 
@@ -145,22 +237,41 @@ def test_weight_template_panel_k_shows_the_pattern_of_class_k(tmp_path):
   kernel = templates.reshape(10, 784).T
   fig = interpret.weight_templates_figure(kernel)
   path = tmp_path / "weights.png"
-  interpret.save_png(path, fig)  # draws the figure, which fixes each panel's place
-  pixels = _read_png(path)
+  interpret.save_png(path, fig)
+  pixels = read_png(path)
   assert pixels.shape == (450, 990, 3)  # 2 rows of 5 panels, 1.8 x 2.0 inches each, + colour bar, title
-  for k, ax in enumerate(fig.axes[:10]):
-    box = ax.get_window_extent()  # display pixels, origin at the bottom left
-
-    def colour(row, col, box=box):  # the colour of template pixel (row, col) in the PNG
-      y = pixels.shape[0] - (box.y1 - (row + 0.5) * box.height / 28)
-      return pixels[int(y), int(box.x0 + (col + 0.5) * box.width / 28)]
-
-    band, outside = colour(2 * k + 4, 6), colour(2 * k + 4, 20)
+  colours = template_colours(pixels, fig)
+  for k in range(10):
+    band, outside = colours[k, 2 * k + 4, 6], colours[k, 2 * k + 4, 20]
     assert band[0] > band[2] + 0.2, f"panel {k}: the band should be red (positive), got {band}"
     assert outside[2] > outside[0] + 0.2, f"panel {k}: beside the band should be blue (negative), got {outside}"
     # And nothing else of panel k is red: the band of another class is not here.
-    assert colour(2 * ((k + 1) % 10) + 4, 6)[2] > colour(2 * ((k + 1) % 10) + 4, 6)[0]
+    other = colours[k, 2 * ((k + 1) % 10) + 4, 6]
+    assert other[2] > other[0]
+  np.testing.assert_array_equal(template_signs(pixels, fig), np.sign(templates))
   _assert_only(tmp_path, "weights.png")
+
+
+# ---- the accuracy curves of a run (jaxmnist/report.py) ---------------------------------------------------
+
+
+RISING = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": a, "valid_accuracy": v, "seconds": 1.0}
+          for e, a, v in ((1, 0.62, 0.80), (2, 0.81, 0.88), (3, 0.90, 0.93), (4, 0.95, 0.96))]
+
+
+@pytest.mark.parametrize("post", [configs.POST_RESULTS["mlp3"], None], ids=["post preset", "no post"])
+def test_accuracy_picture_shows_the_rising_curves_and_the_posts_line(tmp_path, post):
+  path = tmp_path / "accuracy.png"
+  report.plot_accuracy(path, RISING, "a test", post)
+  assert_accuracy_picture(path, RISING, post)
+  _assert_only(tmp_path, "accuracy.png")
+
+
+def test_accuracy_picture_of_one_epoch_without_validation_shows_its_point(tmp_path):
+  rows = [{**RISING[0], "valid_accuracy": None}]
+  path = tmp_path / "accuracy.png"
+  report.plot_accuracy(path, rows, "a test", configs.POST_RESULTS["linear"])
+  assert_accuracy_picture(path, rows, configs.POST_RESULTS["linear"])
 
 
 def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):

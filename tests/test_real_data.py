@@ -5,6 +5,7 @@ Needs the package index (as CI and the README's set-up do); nothing else from th
 
 import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,17 +13,13 @@ import pytest
 from jaxmnist import data, idx
 from jaxmnist.errors import DataError
 from tests import training_outcomes
-from tests.test_cli import run_cli
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("real")
+def real_run(real_pypi_run):
   # training_outcomes.real_linear's settings: lr 0.1 rather than the post's 0.01, which reaches
   # only ~0.79 in one epoch; this test is about the data path, not the preset.
-  result = run_cli("--model=linear", "--epochs=1", "--lr=0.1", "--source=pypi", "--workdir=run",
-                   "--no-progress", cwd=tmp, cache_dir=tmp / "cache")
-  return tmp, result
+  return real_pypi_run  # (its folder, what it printed)
 
 
 def test_linear_learns_real_mnist_from_the_offline_copy(real_run):
@@ -50,7 +47,7 @@ def test_second_load_comes_verified_from_the_cache(real_run):
 
 def test_a_named_data_dir_is_used_even_when_the_cache_holds_mnist(real_run, tmp_path):
   tmp, _ = real_run
-  cache = tmp / "cache"
+  cache = shutil.copytree(tmp / "cache", tmp_path / "cache")  # the session's: the named folder is cached next
   # Real MNIST, gzipped, in a folder of the user's: read from there, not from the cache.
   folder = tmp_path / "mine"
   folder.mkdir()
