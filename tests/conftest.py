@@ -49,6 +49,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
 @pytest.fixture
 def key():
   return jax.random.key(0)
