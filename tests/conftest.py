@@ -94,12 +94,16 @@ def idx_dir(tmp_path):
   return write_idx_dir(tmp_path / "idx")
 
 
-def jaxmnist_cli(*args, cwd, cache_dir, env=None, timeout=600):
-  """`python -m jaxmnist.cli ARGS` as a user runs `jaxmnist ARGS`: a subprocess, on CPU."""
+def _cli_process_args(args, cache_dir, env=None) -> dict:
   full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXMNIST_CACHE_DIR": str(cache_dir),
               "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
-  return subprocess.run([sys.executable, "-m", "jaxmnist.cli", *map(str, args)], cwd=cwd, env=full_env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return {"args": [sys.executable, "-m", "jaxmnist.cli", *map(str, args)], "env": full_env, "text": True}
+
+
+def jaxmnist_cli(*args, cwd, cache_dir, env=None, timeout=600):
+  """`python -m jaxmnist.cli ARGS` as a user runs `jaxmnist ARGS`: a subprocess, on CPU."""
+  return subprocess.run(**_cli_process_args(args, cache_dir, env), cwd=cwd, capture_output=True, timeout=timeout,
+                        check=False)
 
 
 @pytest.fixture
@@ -176,11 +180,46 @@ def real_mnist(real_cache_dir):
   return data.load_mnist("cache", cache_dir=real_cache_dir)
 
 
-@pytest.fixture(scope="session")
-def cnn_run(tmp_path_factory, real_cache_dir):
-  """The `cnn` preset trained on real MNIST through the CLI (about a minute), evaluation included."""
+CNN_ARGS = ("train", "--model=cnn", "--workdir=run", "--no-progress")
+NEEDS_CNN = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config, items):
+  """The tests of the trained `cnn` go last: its training, the session's longest (half a minute of two
+  cores), then runs in the background from the session's first test on (cnn_training), while the other
+  tests leave a core idle much of the time, waiting on their subprocesses."""
+  needs = {id(item) for item in items if "cnn_run" in item.fixturenames}
+  config.stash[NEEDS_CNN] = bool(needs)
+  items[:] = [item for item in items if id(item) not in needs] + [item for item in items if id(item) in needs]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cnn_training(request, tmp_path_factory):
+  """`jaxmnist train --model=cnn` on real MNIST, started at the session's start when a test will need it:
+  (its folder, the running process)."""
+  if not request.config.stash.get(NEEDS_CNN, False):
+    yield None
+    return
+  cache_dir = request.getfixturevalue("real_cache_dir")
   tmp = tmp_path_factory.mktemp("cnn")
-  result = jaxmnist_cli("train", "--model=cnn", "--workdir=run", "--no-progress", cwd=tmp,
-                        cache_dir=real_cache_dir)
+  with open(tmp / "stdout.txt", "w") as stdout, open(tmp / "stderr.txt", "w") as stderr:
+    process = subprocess.Popen(**_cli_process_args(CNN_ARGS, cache_dir), cwd=tmp, stdout=stdout, stderr=stderr)
+  yield tmp, process
+  if process.poll() is None:  # the session ended early
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="session")
+def cnn_run(cnn_training, tmp_path_factory, real_cache_dir):
+  """The `cnn` preset trained on real MNIST through the CLI (about a minute), evaluation included."""
+  if cnn_training is None:  # asked for by name, past the collection: train it now
+    tmp = tmp_path_factory.mktemp("cnn")
+    result = jaxmnist_cli(*CNN_ARGS, cwd=tmp, cache_dir=real_cache_dir)
+  else:
+    tmp, process = cnn_training
+    process.wait(timeout=900)
+    result = subprocess.CompletedProcess(process.args, process.returncode, (tmp / "stdout.txt").read_text(),
+                                         (tmp / "stderr.txt").read_text())
   assert result.returncode == 0, result.stderr
   return tmp / "run", result

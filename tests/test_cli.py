@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import jax
 import pytest
 
-from jaxmnist import evaluate, report, train_state
+from jaxmnist import evaluate, process, report, train_state
 from tests import agreement, training_outcomes
 from tests.conftest import make_separable
 from tests.test_interpret import assert_accuracy_picture
@@ -168,9 +169,14 @@ def test_compiled_program_cache_setting(cli, tmp_path, monkeypatch, value, expec
     assert not (tmp_path / "cache" / "xla").exists()
 
 
-def test_jaxs_own_compilation_cache_variable_is_followed(cli, tmp_path, monkeypatch):
+def test_jaxs_own_compilation_cache_variable_is_followed(tmp_path, monkeypatch):
+  """(The whole session relies on it too: its CLI processes share one cache through the variable.)"""
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared-xla"))
-  result = cli("--model=tiny", "--epochs=1", "--workdir=run")
-  assert result.returncode == 0, result.stderr
-  assert _compiled_program_bytes(tmp_path / "shared-xla") > 0
-  assert not (tmp_path / "cache" / "xla").exists()
+  try:
+    process.enable_compilation_cache(tmp_path / "cache", limit_bytes=2**20)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "shared-xla")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    process.enable_compilation_cache(tmp_path / "cache", limit_bytes=2**20)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "xla")
+  finally:  # this process compiles without a persistent cache, as conftest set it
+    jax.config.update("jax_compilation_cache_dir", None)
