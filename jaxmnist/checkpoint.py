@@ -31,7 +31,9 @@ import numpy as np
 from jaxmnist.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
-TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax writes each checkpoint under this name, then renames it
+# orbax writes each checkpoint under a name with this in it (then renames it): `2.orbax-checkpoint-tmp`, or
+# `2.orbax-checkpoint-tmp-<n>` before orbax-checkpoint 0.11.20 dropped the number.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 FORMAT_VERSION = 1
 
 
@@ -150,7 +152,7 @@ class Saver:
       yield
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
       # A failed save leaves orbax's temporary folder half-written; the complete checkpoints stay.
-      for unfinished in self._directory.glob(f"*{TMP_SUFFIX}"):
+      for unfinished in self._directory.glob(f"*{TMP_SUFFIX}*"):
         shutil.rmtree(unfinished, ignore_errors=True)
       raise SaveFailed(f"{what} in {self._directory}") from e
 

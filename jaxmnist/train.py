@@ -128,7 +128,9 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
   if resume:
     restored = train_state.restore_train_state(config, model, optimizer, mesh, workdir, image_shape)
     data.check_same_data(restored.data, data_info, workdir)
-    state, rows = restored.state, list(restored.rows)
+    # Fresh buffers for the epoch function to donate: under jax 0.5 (orbax-checkpoint 0.11, tensorstore 0.1.86)
+    # restored arrays can share memory that XLA does not own, and donating them corrupted the heap.
+    state, rows = jax.tree.map(lambda x: x.copy(), restored.state), list(restored.rows)
     say(f"resuming from the {checkpoint.describe(restored)} of {config.epochs}")
   else:
     state = train_state.init_train_state(config, model, optimizer, mesh, image_shape)

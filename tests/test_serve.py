@@ -206,7 +206,10 @@ def test_requests_never_compile(tiny_run):
     for strokes in (serving.SEVEN, serving.ONE, serving.ZERO):
       serve.predict_picture(serving.drawing(strokes), forward)
   finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
+    # Public from jax 0.8.1; before it, the same function under its private name.
+    unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None) \
+        or jax._src.monitoring._unregister_event_duration_listener_by_callback  # pylint: disable=protected-access
+    unregister(listener)
   assert not events
 
 
