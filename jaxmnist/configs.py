@@ -120,9 +120,9 @@ def post_result(config: Config) -> PostResult | None:
   Judged from the config alone (a resumed run has no preset name): `tiny` trains the post's mlp3 with
   another rate and batch, so it gets no post numbers, fresh or resumed.
   """
-  post = PRESETS.get(config.model)
-  if config.dataset != datasets.DEFAULT or config.model not in POST_RESULTS or post is None:
+  if config.dataset != datasets.DEFAULT or config.model not in POST_RESULTS:
     return None
+  post = PRESETS[config.model]  # the post's models are presets of their own name
   as_post = dataclasses.replace(config, **{name: getattr(post, name) for name in _BESIDE_THE_RECIPE})
   return POST_RESULTS[config.model] if as_post == post else None
 

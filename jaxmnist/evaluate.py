@@ -92,8 +92,9 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   except OSError as e:  # a full disk, a read-only folder, a quota: the run itself is complete
     raise errors.WriteFailed(
         f"Could not write the evaluation report of {run_dir}: {errors.why_not_written(e)}. The run itself is kept "
-        f"(its checkpoints, metrics.csv and summary.json); each of the report's files is the new one or the one before, never half-written. Make room (or "
-        f"make the folder writable), then write the report with `jaxmnist evaluate {run_dir}`.") from e
+        f"(its checkpoints, metrics.csv and summary.json); each of the report's files is the new one or the one "
+        f"before, never half-written. Make room (or make the folder writable), then write the report with "
+        f"`jaxmnist evaluate {run_dir}`.") from e
   say(f"evaluation of {trained.config.model} on {dataset.title} ({trained.checkpoint_line}):")
   say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
       f"{report.format_accuracy(valid and valid['accuracy'])}")
