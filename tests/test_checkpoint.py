@@ -66,7 +66,7 @@ def _has_checkpoint(run_dir: Path):
 
 def _save_in_progress(run_dir: Path):
   folder = run_dir / checkpoint.CHECKPOINT_DIR
-  return lambda: folder.is_dir() and any(".orbax-checkpoint-tmp" in p.name for p in folder.iterdir())
+  return lambda: folder.is_dir() and any(checkpoint.TMP_SUFFIX in p.name for p in folder.iterdir())
 
 
 def _rows_without_seconds(run_dir: Path):

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from jaxmnist import report
+from jaxmnist import checkpoint, report
 from jaxmnist.configs import PRESETS
 from tests.test_cli import REPO_ROOT
 
@@ -60,7 +60,7 @@ def _one_paragraph(stderr: str) -> str:
 
 
 def _partial_files(run_dir):
-  return [p for p in run_dir.rglob("*") if ".partial" in p.name or p.name.endswith(".orbax-checkpoint-tmp")]
+  return [p for p in run_dir.rglob("*") if ".partial" in p.name or checkpoint.TMP_SUFFIX in p.name]
 
 
 @needs_namespaces
