@@ -58,6 +58,14 @@ class Config:
   # What it trains on: mnist or fashion_mnist (jaxmnist.datasets). Runs saved before the field existed
   # read as mnist, which is what they trained on.
   dataset: str = "mnist"
+  # An ensemble: one member per seed, all trained in one compiled program (jaxmnist.ensemble). Member k
+  # is the model that `seed=seeds[k]` trains alone. Empty: one model, of `seed`.
+  seeds: tuple[int, ...] = ()
+
+
+def member_configs(config: Config) -> list[Config]:
+  """The single-model config of each member: what `--seed=s` would train alone."""
+  return [dataclasses.replace(config, seed=s, seeds=()) for s in config.seeds or (config.seed,)]
 
 
 PRESETS = {
@@ -110,7 +118,7 @@ POST_RESULTS = {
 
 # What a run may change and still be the post's set-up: how long, which seed and split size, how it
 # runs and saves. Any other field (the rate, the batch, the optimizer, the init, ...) is another recipe.
-_BESIDE_THE_RECIPE = ("epochs", "seed", "valid_fraction", "eval_batch_size", "loop", "checkpoint_every",
+_BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", "loop", "checkpoint_every",
                       "keep_checkpoints")
 
 
@@ -168,6 +176,9 @@ def config_problems(config: Config) -> list[str]:
     problems.append(f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}")
   if config.keep_checkpoints < 1:
     problems.append(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}")
+  if len(set(config.seeds)) != len(config.seeds):
+    problems.append(f"the seeds of an ensemble must differ (two equal seeds train the same model twice), got "
+                    f"{','.join(map(str, config.seeds))}")
   return problems
 
 
@@ -192,7 +203,11 @@ def check_batch_fits(config: Config, num_examples: int) -> None:
 _TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _type_problem(name: str, value, kind: type) -> str | None:
+def _type_problem(name: str, value, kind) -> str | None:
+  if typing.get_origin(kind) is tuple:  # seeds: a JSON list of whole numbers
+    if isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value):
+      return None
+    return f"{name} must be a list of whole numbers, got {value!r}"
   if kind in (int, float):  # JSON has one kind of number; bool is an int to Python, not to a person
     fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
   else:
@@ -217,7 +232,7 @@ def config_from_dict(fields, where: str) -> Config:
   problems += [p for name, value in fields.items() if name in known
                for p in [_type_problem(name, value, hints[name])] if p]
   if not problems:
-    config = Config(**fields)
+    config = Config(**{name: tuple(value) if isinstance(value, list) else value for name, value in fields.items()})
     problems = config_problems(config)
   if problems:
     raise UserError(f"{where} holds settings jaxmnist cannot use: {'; '.join(problems)}. It is the config "

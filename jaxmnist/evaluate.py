@@ -20,15 +20,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import data, datasets, errors, interpret, process, report, runs, steps, train_state
+from jaxmnist import configs, data, datasets, ensemble, errors, interpret, process, report, runs, steps, train_state
 
 NUM_TOP_LOSSES = 15
 
 
 def split_logits(trained: train_state.Trained, images_NxHxWxC, indices_M) -> np.ndarray:
-  logits_fn = jax.jit(partial(steps.eval_logits, batch_size=trained.config.eval_batch_size,
-                              apply_fn=trained.model.apply))
-  return np.asarray(logits_fn(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
+  """Eval-mode logits [M, C] of the examples `indices_M`; an ensemble's members' [K, M, C] (their own
+  `indices_KxM` when given one split per member), K times fewer at a time, so in one model's memory."""
+  members = len(trained.seeds)
+  logits_fn = partial(steps.eval_logits, batch_size=-(-trained.config.eval_batch_size // max(1, members)),
+                      apply_fn=trained.model.apply)
+  if members:
+    logits_fn = jax.vmap(logits_fn, in_axes=(0, None, 0 if np.ndim(indices_M) == 2 else None))
+  return np.asarray(jax.jit(logits_fn)(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
+
+
+def member_report(trained: train_state.Trained, member_logits_KxNxC, labels_N, member_valid) -> dict:
+  """Each member's accuracies, and how often the members disagree on the test set."""
+  predictions_KxN = member_logits_KxNxC.argmax(-1)
+  agreeing_N = ensemble.members_agreeing(member_logits_KxNxC, np.asarray(ensemble.combine(member_logits_KxNxC)))
+  return {
+      "members": [{"member": k, "seed": seed, "test_accuracy": float(np.mean(predictions_KxN[k] == labels_N)),
+                   "valid_accuracy": member_valid[k] if member_valid else None}
+                  for k, seed in enumerate(trained.seeds)],
+      # The share of test images on which not every member names the same class.
+      "disagreement": float(np.mean((predictions_KxN != predictions_KxN[:1]).any(0))),
+      "members_agreeing_with_ensemble": {str(n): int(np.sum(agreeing_N == n)) for n in range(len(trained.seeds) + 1)},
+  }
 
 
 def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
@@ -39,11 +58,12 @@ def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
 
 
 def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist, test_logits, test: dict,
-                 valid: dict | None) -> dict:
+                 valid: dict | None, members: dict | None = None) -> dict:
   """confusion.png, top_losses.png, weights.png (linear only) and evaluation.json; returns the last's contents."""
   dataset = datasets.get(trained.config.dataset)
   names = dataset.class_names
-  name = f"{trained.config.model} on {dataset.title}, epoch {trained.epoch}"
+  what = f"ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
+  name = f"{what} on {dataset.title}, epoch {trained.epoch}"
   interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]), names,
                            title=f"{name}: test set, accuracy {test['accuracy']:.4f}")
   top = interpret.top_losses(test_logits, mnist.test_labels, NUM_TOP_LOSSES)
@@ -52,14 +72,17 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
                             title=f"{name}: the test images it gets most confidently wrong")
   files = ["confusion.png", "top_losses.png", "evaluation.json"]
   if trained.config.model == "linear":  # chapter 4's pixel similarity: what each class's weights look for
-    interpret.plot_weight_templates(run_dir / "weights.png", trained.variables["params"]["dense0"]["kernel"], names,
-                                    title=f"{name}: weight templates (red: ink there raises the class)")
+    kernel = trained.variables["params"]["dense0"]["kernel"]
+    whose = f" of member 0 (seed {trained.seeds[0]})" if trained.seeds else ""
+    interpret.plot_weight_templates(run_dir / "weights.png", kernel[0] if trained.seeds else kernel, names,
+                                    title=f"{name}: weight templates{whose} (red: ink there raises the class)")
     files.insert(2, "weights.png")
 
   evaluation = {
       "run_dir": str(run_dir), "model": trained.config.model, "checkpoint_epoch": trained.epoch,
       "dataset": dataset.name, "class_names": list(names), "data_source": mnist.source, "test": test,
       "validation": valid,
+      **(members or {}),
       "top_losses": [{"test_index": int(i), "label": int(mnist.test_labels[i]), "predicted": int(p),
                       "label_name": names[int(mnist.test_labels[i])], "predicted_name": names[int(p)],
                       "probability": float(q), "loss": float(l)}
@@ -78,26 +101,43 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   data.check_same_data(trained.data, data.describe(mnist), run_dir)
   dataset = datasets.get(trained.config.dataset)
   names = dataset.class_names
-  _, valid_indices = data.split_train_valid(len(mnist.train_labels), trained.config.valid_fraction,
-                                            trained.config.seed)
+  valid_splits = [data.split_train_valid(len(mnist.train_labels), member.valid_fraction, member.seed)[1]
+                  for member in configs.member_configs(trained.config)]
   test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
+  valid, members = None, None  # no validation: a run with --valid-fraction=0 trained on every training example
+  if trained.seeds:  # the report is the ensemble's; each member is validated on its own split
+    member_logits, test_logits = test_logits, np.asarray(ensemble.combine(test_logits))
+    member_valid = None
+    if len(valid_splits[0]):
+      valid_logits = split_logits(trained, mnist.train_images, np.stack(valid_splits))
+      member_valid = [float(np.mean(logits.argmax(-1) == mnist.train_labels[indices]))
+                      for logits, indices in zip(valid_logits, valid_splits)]
+    members = member_report(trained, member_logits, mnist.test_labels, member_valid)
+  elif len(valid_splits[0]):
+    valid = split_report(split_logits(trained, mnist.train_images, valid_splits[0]),
+                         mnist.train_labels[valid_splits[0]], names)
   test = split_report(test_logits, mnist.test_labels, names)
-  valid = None  # a run with --valid-fraction=0 trained on every training example
-  if len(valid_indices):
-    valid = split_report(split_logits(trained, mnist.train_images, valid_indices),
-                         mnist.train_labels[valid_indices], names)
 
   try:
-    evaluation = write_report(run_dir, trained, mnist, test_logits, test, valid)
+    evaluation = write_report(run_dir, trained, mnist, test_logits, test, valid, members)
   except OSError as e:  # a full disk, a read-only folder, a quota: the run itself is complete
     raise errors.WriteFailed(
         f"Could not write the evaluation report of {run_dir}: {errors.why_not_written(e)}. The run itself is kept "
         f"(its checkpoints, metrics.csv and summary.json); each of the report's files is the new one or the one "
         f"before, never half-written. Make room (or make the folder writable), then write the report with "
         f"`jaxmnist evaluate {run_dir}`.") from e
-  say(f"evaluation of {trained.config.model} on {dataset.title} ({trained.checkpoint_line}):")
-  say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
-      f"{report.format_accuracy(valid and valid['accuracy'])}")
+  if members:
+    say(f"evaluation of an ensemble of {len(trained.seeds)} x {trained.config.model} on {dataset.title} "
+        f"({trained.checkpoint_line}):")
+    for m in members["members"]:
+      say(f"  member {m['member']} (seed {m['seed']}): test accuracy {m['test_accuracy']:.4f}, validation "
+          f"accuracy {report.format_accuracy(m['valid_accuracy'])} (on its own split)")
+    say(f"  ensemble: test accuracy {test['accuracy']:.4f}; the members disagree on "
+        f"{members['disagreement']:.2%} of the test images")
+  else:
+    say(f"evaluation of {trained.config.model} on {dataset.title} ({trained.checkpoint_line}):")
+    say(f"  test accuracy {test['accuracy']:.4f}, validation accuracy "
+        f"{report.format_accuracy(valid and valid['accuracy'])}")
   say(interpret.metrics_table_markdown(test["per_class"], test["accuracy"]))
   return evaluation
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from jaxmnist import errors, models, report, steps, train_state
+from jaxmnist import ensemble, errors, models, report, steps, train_state
 
 IMAGE_SHAPE = (28, 28, 1)
 # One file for every backend: lowering for all three costs a few hundred bytes and nothing at run time.
@@ -142,19 +142,28 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
   return proto.SerializeToString()
 
 
+def run_model(trained: train_state.Trained) -> ModelSpec:
+  """What a run exports: its model, or for an ensemble every member in one function that returns the
+  ensemble's logits (the log of the members' mean probabilities, jaxmnist.ensemble)."""
+  if not trained.seeds:
+    return trained.config.model
+  return ensemble.ensemble_apply(portable_module(trained.config.model).apply)
+
+
 def main(args) -> None:
   """`jaxmnist export RUN_DIR [--out PATH] [--onnx]`: the run's newest checkpoint as an artifact."""
   trained = train_state.load_trained(args.run_dir)
   out = Path(args.out) if args.out else trained.run_dir / "model.jaxexport"
   if not out.parent.is_dir():
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
-  size = _write_or_explain(out, export_inference(trained.config.model, trained.variables))
-  print(f"exported {trained.config.model} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
+  what = f"an ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
+  size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
+  print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
         f"uint8 [B,28,28,1] -> float32 logits [B,10], for {', '.join(DEFAULT_PLATFORMS)}")
   if args.onnx:
     onnx_path = out.with_suffix(".onnx")
-    size = _write_or_explain(onnx_path, export_onnx(trained.config.model, trained.variables))
-    print(f"exported {trained.config.model} as ONNX (opset {ONNX_OPSET}) to {onnx_path}: {size:,} bytes")
+    size = _write_or_explain(onnx_path, export_onnx(run_model(trained), trained.variables))
+    print(f"exported {what} as ONNX (opset {ONNX_OPSET}) to {onnx_path}: {size:,} bytes")
 
 
 def _write_or_explain(path: Path, exported) -> int:

@@ -33,7 +33,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # The Config fields a flag can set; on --resume they must agree with the run's own config.
-RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "init", "loop", "optimizer",
+RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "seeds", "init", "loop", "optimizer",
                 "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
 CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
 
@@ -52,6 +52,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                       f"${data.CACHE_ENV_VAR} or ~/.cache/jaxmnist)")
 
 
+def seeds_from_flag(text: str) -> tuple[int, ...]:
+  """--seeds=3 -> (0, 1, 2); --seeds=3,7,11 -> (3, 7, 11)."""
+  try:
+    numbers = tuple(int(part) for part in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number of members (--seeds=5) nor a list of "
+                                     f"seeds (--seeds=3,7,11)") from None
+  if "," in text:
+    return numbers
+  if numbers[0] < 1:
+    raise argparse.ArgumentTypeError(f"an ensemble needs at least one member, got {text!r}")
+  return tuple(range(numbers[0]))
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
@@ -59,6 +73,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
   parser.add_argument("--valid-fraction", type=float, help="share of the 60k held out (the post: 0.2)")
   parser.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffling")
+  parser.add_argument("--seeds", type=seeds_from_flag, metavar="N|S1,S2,...", help="an ensemble: N members "
+                      "(seeds 0..N-1) or one per seed listed, trained together in one compiled program; member k "
+                      "is the model --seed=k trains alone")
   parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
   parser.add_argument("--loop", help="scan (the whole epoch in one jit, the preset) or python (a jitted step "
                       "per batch)")
@@ -145,7 +162,13 @@ def _given(args: argparse.Namespace, names) -> dict:
 def config_from_args(args: argparse.Namespace) -> Config:
   if args.resume:
     return resumed_config(args)
-  return dataclasses.replace(_preset(args.model or "mlp3"), **_given(args, RESULT_FLAGS + CHECKPOINT_FLAGS))
+  given = _given(args, RESULT_FLAGS + CHECKPOINT_FLAGS)
+  if "seeds" in given:
+    if "seed" in given:
+      raise UserError(f"--seed={args.seed} and --seeds={','.join(map(str, args.seeds))} both say which seeds to "
+                      f"train; give one of them (--seeds lists every member's seed).")
+    given["seed"] = given["seeds"][0]  # so that config.seed names the first member, as it names the one model
+  return dataclasses.replace(_preset(args.model or "mlp3"), **given)
 
 
 def resumed_config(args: argparse.Namespace) -> Config:

@@ -75,21 +75,69 @@ def replicate(array: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_callback(array.shape, replicated(mesh), lambda index: array[index])
 
 
+def shard_members(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host array [M, ...] of an ensemble's members, each device given its members' rows."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, member_sharding(mesh), lambda index: array[index])
+
+
 def is_main_process() -> bool:
   """Only process 0 writes files and prints progress; the others compute."""
   return jax.process_index() == 0
 
 
+def spreads_members(config: Config, mesh: Mesh) -> bool:
+  """Whether an ensemble's members are spread over the devices (each device trains whole members, with
+  no communication) rather than each batch split over them: when the members divide evenly."""
+  return bool(config.seeds) and mesh.size > 1 and len(config.seeds) % mesh.size == 0
+
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+  """For arrays with a leading member axis: each device holds its members."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def state_sharding(config: Config, mesh: Mesh) -> NamedSharding:
+  """Where the train state lives: replicated, or an ensemble's members spread over the devices."""
+  return member_sharding(mesh) if spreads_members(config, mesh) else replicated(mesh)
+
+
+def layout_line(config: Config, mesh: Mesh) -> str:
+  """Which parallelism a run uses, for its log."""
+  members = len(config.seeds)
+  if mesh.size == 1:
+    return f"{members} members on one device" if members else "one model on one device"
+  if spreads_members(config, mesh):
+    return f"{members} members spread over {mesh.size} devices ({members // mesh.size} each, no communication)"
+  whose = f"all {members} members" if members else "the model"
+  why = f"; {members} members do not divide evenly over {mesh.size} devices" if members else ""
+  return f"data parallel: every batch of {whose} split over {mesh.size} devices{why}"
+
+
 def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
-  """The images and labels on the devices, split along the examples; the split's indices replicated."""
-  train_indices, valid_indices = data.split_train_valid(len(mnist.train_labels), config.valid_fraction,
-                                                        config.seed)
+  """The images and labels on the devices, split along the examples; the split's indices replicated.
+
+  For an ensemble the indices are stacked [M, ...], each member's split from its own seed; with the
+  members spread over the devices, every device holds all the images and its members' indices.
+  """
+  splits = [data.split_train_valid(len(mnist.train_labels), config.valid_fraction, seed)
+            for seed in (config.seeds or (config.seed,))]
+  test_indices = np.arange(len(mnist.test_labels), dtype=np.int32)
+  if not config.seeds:
+    place_examples, place_indices = shard_dataset, replicate
+    (train_indices, valid_indices), = splits
+  else:
+    train_indices, valid_indices = (np.stack(indices) for indices in zip(*splits))
+    if spreads_members(config, mesh):
+      place_examples, place_indices = replicate, shard_members
+    else:
+      place_examples, place_indices = shard_dataset, replicate
   return {
-      "images": shard_dataset(mnist.train_images, mesh),
-      "labels": shard_dataset(mnist.train_labels, mesh),
-      "test_images": shard_dataset(mnist.test_images, mesh),
-      "test_labels": shard_dataset(mnist.test_labels, mesh),
-      "train_indices": replicate(train_indices, mesh),
-      "valid_indices": replicate(valid_indices, mesh),
-      "test_indices": replicate(np.arange(len(mnist.test_labels), dtype=np.int32), mesh),
+      "images": place_examples(mnist.train_images, mesh),
+      "labels": place_examples(mnist.train_labels, mesh),
+      "test_images": place_examples(mnist.test_images, mesh),
+      "test_labels": place_examples(mnist.test_labels, mesh),
+      "train_indices": place_indices(train_indices, mesh),
+      "valid_indices": place_indices(valid_indices, mesh),
+      "test_indices": replicate(test_indices, mesh),
   }

@@ -6,7 +6,8 @@ Synopsis:
 
 Each image goes through `jaxmnist.preprocess.to_mnist` (ink made white on black, cropped, scaled to
 20 px and centred by its centre of mass, as MNIST was made), then through the run's newest checkpoint
-in eval mode, all images in one jitted call. Classes are named as the run's dataset names them: the
+in eval mode, all images in one jitted call. An ensemble's run answers with the mean of its members'
+probabilities, and says how many members pick the same class. Classes are named as the run's dataset names them: the
 digit for MNIST, "Sneaker", "Bag", ... for Fashion-MNIST.
 """
 
@@ -17,19 +18,32 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmnist import data, datasets, interpret, preprocess, process, steps, train_state
+from jaxmnist import data, datasets, ensemble, interpret, preprocess, process, steps, train_state
 
 TOP_K = 3
 
 
-def probabilities_fn(trained: train_state.Trained):
-  """`images_NxHxWxC (uint8) -> softmax probabilities [N, C]`, eval mode, jitted once: build it once
-  and call it many times (the server does), so that only a new batch shape compiles again."""
-  def probabilities_of(variables, images):
-    return jax.nn.softmax(trained.model.apply(variables, steps.images_to_inputs(images), train=False))
+def outputs_fn(trained: train_state.Trained):
+  """`images_NxHxWxC (uint8) -> (softmax probabilities [N, C], members agreeing [N] or None)`, eval mode,
+  jitted once: build it once and call it many times (the server does), so that only a new batch shape
+  compiles again. For an ensemble the probabilities are the members' mean (Trained.apply's), and the
+  second output counts the members whose own top class is the ensemble's; for one model it is None."""
+  def outputs_of(variables, images):
+    inputs = steps.images_to_inputs(images)
+    if not trained.seeds:
+      return jax.nn.softmax(trained.apply(variables, inputs, train=False)), None
+    member_logits = ensemble.member_logits(trained.model.apply, variables, inputs)
+    logits = ensemble.combine(member_logits)  # = trained.apply(variables, inputs), members computed once
+    return jax.nn.softmax(logits), ensemble.members_agreeing(member_logits, logits)
 
-  jitted = jax.jit(probabilities_of)
-  return lambda images_NxHxWxC: np.asarray(jitted(trained.variables, images_NxHxWxC))
+  jitted = jax.jit(outputs_of)
+  return lambda images_NxHxWxC: jax.device_get(jitted(trained.variables, images_NxHxWxC))
+
+
+def probabilities_fn(trained: train_state.Trained):
+  """`images_NxHxWxC (uint8) -> softmax probabilities [N, C]`: outputs_fn's first output."""
+  outputs_of = outputs_fn(trained)
+  return lambda images_NxHxWxC: np.asarray(outputs_of(images_NxHxWxC)[0])
 
 
 def probabilities(trained: train_state.Trained, images_NxHxWxC: np.ndarray) -> np.ndarray:
@@ -37,16 +51,20 @@ def probabilities(trained: train_state.Trained, images_NxHxWxC: np.ndarray) -> n
   return probabilities_fn(trained)(images_NxHxWxC)
 
 
-def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS) -> dict:
+def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS, agreeing=None,
+             members: int = 0) -> dict:
+  """One image's answer; an ensemble's also says how many of its members pick the same class."""
   top = np.argsort(-probabilities_C, kind="stable")[:TOP_K]
+  agreement = {"members": members, "members_agreeing": int(agreeing)} if members else {}
   return {"image": path, "prediction": class_names[int(top[0])], "class_index": int(top[0]),
           "top": [{"class": class_names[int(i)], "probability": round(float(probabilities_C[i]), 6)} for i in top],
-          "probabilities": [round(float(p), 6) for p in probabilities_C]}
+          "probabilities": [round(float(p), 6) for p in probabilities_C], **agreement}
 
 
 def line(result: dict) -> str:
   top = ", ".join(f"{t['class']}: {t['probability']:.3f}" for t in result["top"])
-  return f"{result['image']}: {result['prediction']}   ({top})"
+  agree = f"; {result['members_agreeing']} of {result['members']} members agree" if "members" in result else ""
+  return f"{result['image']}: {result['prediction']}   ({top}{agree})"
 
 
 def main(args: argparse.Namespace) -> None:
@@ -54,9 +72,12 @@ def main(args: argparse.Namespace) -> None:
   process.enable_compilation_cache(data.default_cache_dir(), process.xla_cache_limit_bytes())
   trained = train_state.load_trained(Path(args.run_dir))
   names = datasets.get(trained.config.dataset).class_names
-  results = [describe(path, p, names) for path, p in zip(args.images, probabilities(trained, images))]
+  probabilities_NxC, agreeing_N = outputs_fn(trained)(images)
+  agreeing_N = [None] * len(images) if agreeing_N is None else agreeing_N
+  results = [describe(path, p, names, agree, len(trained.seeds))
+             for path, p, agree in zip(args.images, probabilities_NxC, agreeing_N)]
   if args.json:
-    print(json.dumps({"run_dir": str(args.run_dir), "model": trained.config.model,
+    print(json.dumps({"run_dir": str(args.run_dir), "model": trained.config.model, "members": len(trained.seeds),
                       "dataset": trained.config.dataset, "class_names": list(names),
                       "checkpoint_epoch": trained.epoch, "predictions": results}, indent=1))
   else:

@@ -14,6 +14,9 @@ from pathlib import Path
 from jaxmnist.configs import PostResult
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
+# An ensemble's metrics.csv: a line per member per epoch (the epoch's seconds are the members' together).
+MEMBER_FIELDS = ("member", "seed", "train_loss", "train_accuracy", "valid_accuracy")
+ENSEMBLE_METRIC_FIELDS = ("epoch", *MEMBER_FIELDS, "seconds")
 
 
 def portable(text: str) -> str:
@@ -57,16 +60,24 @@ def write_json(path: Path, obj) -> None:
   write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def metrics_lines(rows: list[dict]) -> list[dict]:
+  """metrics.csv's lines: the rows, or for an ensemble one line per member of each row."""
+  return [{"epoch": row["epoch"], **member, "seconds": row["seconds"]} for row in rows
+          for member in row["members"]] if rows and "members" in rows[0] else rows
+
+
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+  fields = ENSEMBLE_METRIC_FIELDS if rows and "members" in rows[0] else METRIC_FIELDS
+  writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
   writer.writeheader()
-  writer.writerows(rows)
+  writer.writerows(metrics_lines(rows))
   write_atomic(path, buffer.getvalue())
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
-  """The rows as written; an empty cell (no validation split) reads back as None."""
+  """The lines as written (an ensemble's: one per member and epoch); an empty cell (no validation split)
+  reads back as None."""
   with open(path, newline="") as f:
     return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -85,9 +96,19 @@ def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
   style = {"marker": "o"} if len(rows) == 1 else {}
   fig = Figure(figsize=(7, 4.5), dpi=100, layout="tight")
   ax = fig.add_subplot()
-  ax.plot(epochs, [r["train_accuracy"] for r in rows], label="train (running, during the epoch)", **style)
-  if rows and rows[0]["valid_accuracy"] is not None:  # None: trained on all examples
-    ax.plot(epochs, [r["valid_accuracy"] for r in rows], label="validation", **style)
+  has_valid = bool(rows) and rows[0]["valid_accuracy"] is not None  # None: trained on all examples
+  members = rows[0].get("members", ()) if rows else ()
+  mean = f"mean of {len(members)} members, " if members else ""
+  for k, member in enumerate(members):  # thin lines under the means: how far the seeds spread
+    name = "valid_accuracy" if has_valid else "train_accuracy"
+    ax.plot(epochs, [r["members"][k][name] for r in rows], color="tab:orange" if has_valid else "tab:blue",
+            alpha=0.35, linewidth=0.8, label=f"each member's {'validation' if has_valid else 'train'}" if k == 0
+            else None, **style)
+  ax.plot(epochs, [r["train_accuracy"] for r in rows], color="tab:blue",
+          label=f"train ({mean}running, during the epoch)", **style)
+  if has_valid:
+    ax.plot(epochs, [r["valid_accuracy"] for r in rows], color="tab:orange",
+            label=f"validation ({mean}each on its own split)" if members else "validation", **style)
   if post is not None:
     ax.axhline(post.valid, color="gray", linestyle="--", label=f"post's validation ({post.valid})")
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -107,8 +128,27 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
   write_replacing(path, lambda partial: fig.savefig(partial, dpi=100, format="png"), suffix=".png")
 
 
+def ensemble_lines(summary: dict) -> list[str]:
+  """An ensemble's members, their mean and std, and the ensemble."""
+  lines = [f"  member {m['member']} (seed {m['seed']}): validation {format_accuracy(m['valid_accuracy'])}, "
+           f"test {m['test_accuracy']:.4f}" for m in summary["members"]]
+  spread = lambda s: f"{s['mean']:.4f} +- {s['std']:.4f}"  # noqa: E731
+  valid = summary["member_valid_accuracy"]
+  lines.append(f"  members' mean +- std: validation {spread(valid) if valid else format_accuracy(None)}, "
+               f"test {spread(summary['member_test_accuracy'])}")
+  lines.append(f"  ensemble of {len(summary['members'])} (mean of the members' probabilities): test accuracy "
+               f"{summary['ensemble_test_accuracy']:.4f}")
+  return lines
+
+
 def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:
   """The closing lines: jaxmnist's accuracies beside the post's PyTorch numbers."""
+  if "members" in summary:
+    lines = [f"{len(summary['members'])} x {summary['config']['model']} after {summary['epochs_completed']} epochs:"]
+    lines += ensemble_lines(summary)
+    if post is not None:
+      lines.append(f"  (post, PyTorch, one model, 400 epochs: validation {post.valid}, test {post.test})")
+    return lines
   valid, test = summary["valid_accuracy"], summary["test_accuracy"]
   lines = [f"{summary['config']['model']} after {summary['epochs_completed']} epochs:"]
   if post is None or valid is None:

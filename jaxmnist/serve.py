@@ -11,7 +11,8 @@ Three fixed routes and nothing else:
                      pen, the ten probabilities as bars that follow the drawing, and the 28x28 image
                      that the model was given.
   POST /api/predict  a PNG or JPEG body -> {"digit" (the class index), "class" (its name), "probabilities",
-                     "image" (28 rows of 28 ints), "ms"}. The picture goes through `preprocess.to_mnist`,
+                     "image" (28 rows of 28 ints), "ms"}; an ensemble's run adds "members" and
+                     "members_agreeing" (how many members pick that class). The picture goes through `preprocess.to_mnist`,
                      as in `jaxmnist predict`.
   GET  /api/health   the model, run directory, checkpoint epoch, summary.json's test accuracy, and the run's
                      dataset with its class names (the page labels its bars with them).
@@ -60,7 +61,8 @@ PAGE = "web/index.html"
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-Forward = Callable[[np.ndarray], np.ndarray]  # uint8 [1, 28, 28, 1] -> probabilities [C]
+# uint8 [1, 28, 28, 1] -> (probabilities [C], how many of an ensemble's members agree, or None)
+Forward = Callable[[np.ndarray], tuple]
 
 
 class Refusal(Exception):
@@ -74,10 +76,14 @@ class Refusal(Exception):
 # The model.
 
 def make_forward(trained: train_state.Trained) -> Forward:
-  """Softmax probabilities of one uint8 image: `jaxmnist predict`'s computation, jitted once at start-up
-  and reused, so no request traces or compiles."""
-  probabilities_of = predict.probabilities_fn(trained)
-  return lambda image_1xHxWxC: probabilities_of(image_1xHxWxC)[0]
+  """Softmax probabilities of one uint8 image (and an ensemble's agreeing members): `jaxmnist predict`'s
+  computation, jitted once at start-up and reused, so no request traces or compiles."""
+  outputs_of = predict.outputs_fn(trained)
+
+  def forward(image_1xHxWxC):
+    probabilities_NxC, agreeing_N = outputs_of(image_1xHxWxC)
+    return probabilities_NxC[0], None if agreeing_N is None else int(agreeing_N[0])
+  return forward
 
 
 def sample_drawings() -> list[bytes]:
@@ -94,18 +100,20 @@ def sample_drawings() -> list[bytes]:
   return encoded
 
 
-def predict_picture(body: bytes, forward: Forward, class_names=interpret.DIGITS) -> dict:
-  """The reply to one picture; Refusal(422) when preprocessing turns it down (damaged, blank, huge)."""
+def predict_picture(body: bytes, forward: Forward, class_names=interpret.DIGITS, members: int = 0) -> dict:
+  """The reply to one picture; Refusal(422) when preprocessing turns it down (damaged, blank, huge).
+  An ensemble's (`members` > 0) also says how many members pick the answer's class."""
   start = time.perf_counter()
   try:
     digit_HxWxC = preprocess.to_mnist(body, name="the uploaded image")
   except UserError as error:
     raise Refusal(422, str(error)) from None
-  probabilities_C = forward(digit_HxWxC[None])
+  probabilities_C, agreeing = forward(digit_HxWxC[None])
   top = int(np.argmax(probabilities_C))
+  agreement = {"members": members, "members_agreeing": agreeing} if members else {}
   return {"digit": top, "class": class_names[top],
           "probabilities": [round(float(p), 6) for p in probabilities_C],
-          "image": digit_HxWxC[..., 0].tolist(),
+          "image": digit_HxWxC[..., 0].tolist(), **agreement,
           "ms": round(1000 * (time.perf_counter() - start), 2)}
 
 
@@ -115,6 +123,7 @@ def health(trained: train_state.Trained) -> dict:
   return {"status": "ok", "model": trained.config.model, "run_dir": str(trained.run_dir),
           "checkpoint_epoch": trained.epoch, "test_accuracy": summary.get("test_accuracy"),
           "checkpoint": trained.checkpoint_line, "dataset": dataset.name, "dataset_title": dataset.title,
+          "members": len(trained.seeds),  # 0: one model; else an ensemble of that many
           "class_names": list(dataset.class_names)}
 
 
@@ -193,13 +202,14 @@ def build_app(trained: train_state.Trained, forward: Forward, page: bytes, trust
                     headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
 
   class_names = datasets.get(trained.config.dataset).class_names
+  members = len(trained.seeds)
 
   async def predict(request):
     try:
       media_type = image_type(request.headers.get("content-type"))
       body = await read_body(request)
       check_signature(body, media_type)
-      return reply(200, await run_in_threadpool(predict_picture, body, forward, class_names))
+      return reply(200, await run_in_threadpool(predict_picture, body, forward, class_names, members))
     except Refusal as refusal:
       return reply(refusal.status, {"error": refusal.message})
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxmnist import (checkpoint, configs, data, datasets, errors, evaluate, flags, models, parallel, process,
+from jaxmnist import (checkpoint, configs, data, datasets, ensemble, errors, evaluate, flags, models, parallel, process,
                       report, runs, steps, train_state)
 from jaxmnist.configs import Config
 from jaxmnist.errors import Interrupted, TrainingDiverged
@@ -35,7 +36,18 @@ from jaxmnist.loops import make_epoch_fn
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch
 
 
-def _epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float) -> dict:
+def _epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float, seeds=()) -> dict:
+  """metrics.csv's row of an epoch. An ensemble's row holds the members' means, and each member's own
+  metrics under "members"."""
+  if seeds:
+    members = [{"member": k, "seed": seed, **_epoch_row(epoch, ensemble.member(sums, k),
+                                                        valid_correct[k] if num_valid else None, num_valid, seconds)}
+               for k, seed in enumerate(seeds)]
+    mean = lambda name: None if num_valid == 0 and name == "valid_accuracy" else float(  # noqa: E731
+        np.mean([m[name] for m in members]))
+    return {"epoch": epoch, **{name: mean(name) for name in ("train_loss", "train_accuracy", "valid_accuracy")},
+            "seconds": round(seconds, 4),
+            "members": [{name: m[name] for name in report.MEMBER_FIELDS} for m in members]}
   return {
       "epoch": epoch,
       "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
@@ -46,7 +58,9 @@ def _epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: f
 
 
 def _divergence_message(config: Config, row: dict, workdir: Path) -> str:
-  return (f"Training diverged: the mean training loss became {row['train_loss']} in epoch "
+  diverged = [m["seed"] for m in row.get("members", ()) if not math.isfinite(m["train_loss"])]
+  whose = f" (the members of seed {', '.join(map(str, diverged))})" if diverged else ""
+  return (f"Training diverged: the mean training loss became {row['train_loss']}{whose} in epoch "
           f"{row['epoch']} of {config.model} with learning rate {config.learning_rate}. The step "
           f"size is too large for this model; try a smaller one, e.g. --lr={config.learning_rate / 10:g}. "
           f"The metrics of the finished epochs are in {workdir / 'metrics.csv'}.")
@@ -91,7 +105,8 @@ def _checkpoint_due(config: Config, epoch: int, stop_requested: bool) -> bool:
 
 
 def _write_failed_message(config: Config, workdir: Path, error: BaseException) -> str:
-  finished = len(report.read_metrics_csv(workdir / "metrics.csv")) if (workdir / "metrics.csv").is_file() else 0
+  lines = report.read_metrics_csv(workdir / "metrics.csv") if (workdir / "metrics.csv").is_file() else []
+  finished = len({line["epoch"] for line in lines})  # an ensemble's has a line per member
   saved = checkpoint.saved_epochs(workdir / checkpoint.CHECKPOINT_DIR)
   said = (f"Could not write the run's files in {workdir}: {errors.why_not_written(error)}. Kept: "
           + (f"metrics.csv with the {finished} finished epoch(s)" if finished else "no finished epoch"))
@@ -107,7 +122,10 @@ class Training(NamedTuple):
 
   arrays: dict  # parallel.place_data's: the images, labels and the split's indices, on the devices
   train_epoch: Callable  # (state, images, labels, train_indices, epoch) -> (state, sums)
-  count_correct: Callable  # (eval variables, images, labels, indices) -> the number classified correctly
+  # (eval variables, images, labels, indices) -> the number classified correctly ([M] for an ensemble's
+  # stacked variables and indices)
+  count_correct: Callable
+  count_test: Callable  # (eval variables) -> the test set's correct count; for an ensemble (members [M], ensemble)
   data_info: dict  # data.describe(mnist): what checkpoints record, so a resume uses the same data
   state: steps.TrainState  # new, or the checkpoint's to resume from
   rows: list  # the metrics of the epochs already finished (a resumed run's)
@@ -117,6 +135,7 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
   """Checks the data against the config, writes config.json, places the data, builds or restores the state."""
   configs.check_batch_fits(config, len(mnist.train_labels))
   data.check_dataset(config.dataset, mnist)
+  say(f"parallelism: {parallel.layout_line(config, mesh)}")
   if parallel.is_main_process() and not resume:
     report.write_json(workdir / "config.json", dataclasses.asdict(config))
   arrays = parallel.place_data(mnist, config, mesh)
@@ -134,12 +153,29 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
     say(f"resuming from the {checkpoint.describe(restored)} of {config.epochs}")
   else:
     state = train_state.init_train_state(config, model, optimizer, mesh, image_shape)
-  # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change.
-  eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
-  count_correct = jax.jit(partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=model.apply,
-                                  sharding=parallel.batch_sharding(mesh) if mesh.size > 1 else None))
+  count_correct, count_test = _evaluation_fns(config, model.apply, mesh, arrays)
   return Training(arrays=arrays, train_epoch=make_epoch_fn(config, model.apply, optimizer, mesh),
-                  count_correct=count_correct, data_info=data_info, state=state, rows=rows)
+                  count_correct=count_correct, count_test=count_test, data_info=data_info, state=state, rows=rows)
+
+
+def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
+  """The compiled validation count, and the test count (an ensemble's: each member's and the ensemble's)."""
+  split_batches = mesh.size > 1 and not parallel.spreads_members(config, mesh)
+  # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change. An
+  # ensemble's members evaluate that many examples between them, so it needs one model's memory.
+  per_step = -(-config.eval_batch_size // max(1, len(config.seeds)))
+  eval_batch_size = -(-per_step // mesh.size) * mesh.size
+  count = partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=apply_fn,
+                  sharding=parallel.batch_sharding(mesh) if split_batches else None)
+  test = (arrays["test_images"], arrays["test_labels"], arrays["test_indices"])
+  if not config.seeds:
+    count_correct = jax.jit(count)
+    return count_correct, lambda variables: count_correct(variables, *test)
+  logits_of = jax.vmap(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=apply_fn),
+                       in_axes=(0, None, None))
+  count_test = jax.jit(lambda variables, images, labels, indices: ensemble.test_counts(
+      logits_of(variables, images, indices), jnp.asarray(labels)[indices]))
+  return jax.jit(jax.vmap(count, in_axes=(0, None, None, 0))), lambda variables: count_test(variables, *test)
 
 
 def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mnist, progress: bool, say):
@@ -149,7 +185,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
 
   writes = parallel.is_main_process()
   arrays, state, rows = training.arrays, training.state, list(training.rows)
-  num_valid, first_epoch = len(arrays["valid_indices"]), len(rows) + 1
+  num_valid, first_epoch = arrays["valid_indices"].shape[-1], len(rows) + 1  # [M, V] for an ensemble
   bar = tqdm(range(first_epoch, config.epochs + 1), desc=config.model, unit="epoch", initial=first_epoch - 1,
              total=config.epochs, disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
   saves = writes and config.checkpoint_every > 0  # 0: never (benchmarks); then nothing can resume or evaluate
@@ -163,7 +199,8 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
         valid_correct = training.count_correct(steps.eval_variables(state), arrays["images"], arrays["labels"],
                                                arrays["valid_indices"]) if num_valid else None
         sums, valid_correct = jax.device_get((sums, valid_correct))  # the one host sync per epoch
-        rows.append(_epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start))
+        rows.append(_epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start,
+                               config.seeds))
         if writes:
           report.write_metrics_csv(workdir / "metrics.csv", rows)
         if not math.isfinite(rows[-1]["train_loss"]):  # no checkpoint of a diverged state: the earlier ones stay
@@ -185,18 +222,36 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
   return state, rows, time.perf_counter() - started
 
 
+def _ensemble_summary(config: Config, rows: list, test_correct, num_test: int) -> dict:
+  """An ensemble's accuracies: each member's, their mean and sample std, and the ensemble's test accuracy.
+
+  The ensemble has no validation accuracy of its own: each member holds out its own split, on which the
+  others trained. Its "test_accuracy" is the ensemble's (the model that evaluate, predict and serve use);
+  its "valid_accuracy" is the members' mean.
+  """
+  member_test, ensemble_test = jax.device_get(test_correct)
+  members = [{**m, "test_accuracy": int(correct) / num_test} for m, correct in zip(rows[-1]["members"], member_test)]
+  spread = lambda values: {"mean": float(np.mean(values)),  # noqa: E731
+                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+  valid = [m["valid_accuracy"] for m in members if m["valid_accuracy"] is not None]
+  return {"members": members, "member_test_accuracy": spread([m["test_accuracy"] for m in members]),
+          "member_valid_accuracy": spread(valid) if valid else None,
+          "ensemble_test_accuracy": int(ensemble_test) / num_test, "test_accuracy": int(ensemble_test) / num_test}
+
+
 def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training, state, rows: list,
            train_seconds: float, mesh: Mesh) -> dict:
   """Counts the test set right and writes summary.json and accuracy.png; returns the summary."""
-  arrays, first_epoch = training.arrays, len(training.rows) + 1
-  test_correct = training.count_correct(steps.eval_variables(state), arrays["test_images"], arrays["test_labels"],
-                                        arrays["test_indices"])
+  first_epoch = len(training.rows) + 1
+  test_correct = training.count_test(steps.eval_variables(state))
+  num_test = len(mnist.test_labels)
   summary = {
       "status": "finished",
       "config": dataclasses.asdict(config),
       "epochs_completed": config.epochs,
       "valid_accuracy": rows[-1]["valid_accuracy"],
-      "test_accuracy": int(test_correct) / len(mnist.test_labels),
+      **(_ensemble_summary(config, rows, test_correct, num_test) if config.seeds
+         else {"test_accuracy": int(test_correct) / num_test}),
       "train_seconds": round(train_seconds, 3),
       # The first epoch of this process includes compilation.
       "first_epoch_seconds": rows[first_epoch - 1]["seconds"] if first_epoch <= len(rows) else None,
@@ -210,13 +265,15 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
       "device": str(jax.devices()[0].device_kind),
       "platform": jax.default_backend(),
       "num_devices": int(mesh.size),
+      "parallelism": parallel.layout_line(config, mesh),
       "num_processes": jax.process_count(),
       "jax_version": jax.__version__,
       "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
   }
   if parallel.is_main_process():
     report.write_json(workdir / "summary.json", summary)
-    report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {config.model} on "
+    what = f"{len(config.seeds)} x {config.model}" if config.seeds else config.model
+    report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {what} on "
                          f"{datasets.get(config.dataset).title}", configs.post_result(config))
   return summary
 
@@ -250,7 +307,8 @@ def train_and_evaluate(config: Config, workdir, mnist: data.Mnist, progress: boo
   """
   workdir, mesh = Path(workdir), mesh or parallel.make_mesh()
   configs.validate_config(config)
-  parallel.check_divisible(config.batch_size, mesh)
+  if not parallel.spreads_members(config, mesh):
+    parallel.check_divisible(config.batch_size, mesh)
   if parallel.is_main_process() and not resume:
     runs.prepare_workdir(workdir)
   return train_checked(config, workdir, mnist, mesh, progress, resume)
@@ -266,7 +324,8 @@ def run(args) -> dict:
   xla_cache_limit = process.xla_cache_limit_bytes()
   process.maybe_initialize_distributed(args.distributed)
   mesh = parallel.make_mesh(args.num_devices)
-  parallel.check_divisible(config.batch_size, mesh)
+  if not parallel.spreads_members(config, mesh):
+    parallel.check_divisible(config.batch_size, mesh)
   writes = parallel.is_main_process()
   say = print if writes else (lambda *_: None)
   workdir = Path(args.resume) if resume else Path(args.workdir or runs.default_workdir(config))

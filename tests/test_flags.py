@@ -41,7 +41,25 @@ def _config(parser: str, *argv):
 
 
 def test_every_flag_that_sets_a_field_is_in_this_table():
-  assert set(FLAG_VALUES) == set(flags.RESULT_FLAGS + flags.CHECKPOINT_FLAGS)
+  # --seeds sets seed too (its first member's), and cannot be given with --seed: tested on its own below.
+  assert set(FLAG_VALUES) | {"seeds"} == set(flags.RESULT_FLAGS + flags.CHECKPOINT_FLAGS)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("flag, seeds", [("--seeds=3", (0, 1, 2)), ("--seeds=1", (0,)), ("--seeds=3,7,11", (3, 7, 11)),
+                                         ("--seeds=5,", None), ("--seeds=0", None), ("--seeds=two", None)])
+def test_seeds_name_an_ensemble_by_its_size_or_its_seeds(parser, flag, seeds):
+  if seeds is None:
+    with pytest.raises(flags.UserError, match="argument --seeds"):
+      _config(parser, "--model=cnn_fast", flag)
+    return
+  assert _config(parser, "--model=cnn_fast", flag) == dataclasses.replace(PRESETS["cnn_fast"], seeds=seeds,
+                                                                          seed=seeds[0])
+
+
+def test_seed_and_seeds_together_are_refused():
+  with pytest.raises(flags.UserError, match="give one of them"):
+    _config("jaxmnist train", "--seed=1", "--seeds=3")
 
 
 @pytest.mark.parametrize("parser", PARSERS)

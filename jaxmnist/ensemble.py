@@ -1,0 +1,61 @@
+"""Many models as one: the members of an ensemble, stacked along a leading axis and run with `jax.vmap`.
+
+Synopsis:
+  jaxmnist train --model=cnn_fast --seeds=10        # ten members, one compiled program
+  logits_MxBxC = ensemble.member_logits(model.apply, variables_M, inputs_BxHxWxC)
+  logits_BxC = ensemble.combine(logits_MxBxC)       # the ensemble: the mean of the members' probabilities
+  apply = ensemble.ensemble_apply(model.apply)      # apply(variables_M, inputs, train=False) -> logits
+
+A stacked train state is the members' TrainStates with one more leading axis, so the epoch, the
+evaluation and the checkpoint are the single model's, vmapped. Every member draws its split, its
+initialisation, its shuffling, dropout and augmentation from its own seed exactly as `--seed=s` does
+alone; the members only share the compiled program and the data on the device.
+
+An ensemble's logits are log(mean_k softmax(logits_k)): their softmax is the mean of the members'
+probabilities, so predict, serve, evaluate and export treat an ensemble as one model.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array) -> jax.Array:
+  """Eval-mode logits [M, B, C] of every member for the same inputs."""
+  return jax.vmap(lambda variables: apply_fn(variables, inputs_BxHxWxC, train=False))(variables_M)
+
+
+def combine(member_logits_MxBxC: jax.Array) -> jax.Array:
+  """The ensemble's logits [B, C]: the log of the members' mean probabilities (computed in log space)."""
+  log_probabilities = jax.nn.log_softmax(member_logits_MxBxC, axis=-1)
+  return jax.nn.logsumexp(log_probabilities, axis=0) - jnp.log(member_logits_MxBxC.shape[0])
+
+
+def ensemble_apply(apply_fn):
+  """`apply_fn` for stacked variables: `(variables_M, inputs, train=False) -> the ensemble's logits [B, C]`."""
+  def apply(variables_M, inputs_BxHxWxC, train: bool = False):
+    if train:
+      raise ValueError("an ensemble is applied in eval mode only; each member trains under vmap")
+    return combine(member_logits(apply_fn, variables_M, inputs_BxHxWxC))
+  return apply
+
+
+def members_agreeing(member_logits_MxBxC, ensemble_logits_BxC):
+  """How many members [B] pick the ensemble's class (numpy or jax arrays)."""
+  return (member_logits_MxBxC.argmax(-1) == ensemble_logits_BxC.argmax(-1)[None]).sum(0)
+
+
+def test_counts(member_logits_MxNxC: jax.Array, labels_N: jax.Array):
+  """Correct counts of each member [M] and of the ensemble (a scalar), from the members' logits."""
+  member_correct = jnp.sum(jnp.argmax(member_logits_MxNxC, -1) == labels_N[None], axis=1, dtype=jnp.int32)
+  ensemble_correct = jnp.sum(jnp.argmax(combine(member_logits_MxNxC), -1) == labels_N, dtype=jnp.int32)
+  return member_correct, ensemble_correct
+
+
+def stack(trees: list):
+  """The members' pytrees stacked along a new leading axis (tests build ensembles from single states)."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def member(tree, k: int):
+  """Member k's slice of a stacked pytree."""
+  return jax.tree.map(lambda leaf: leaf[k], tree)
