@@ -47,8 +47,8 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   if config.loop == "scan":
     train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,
                           optimizer=optimizer, sharding=sharding, **options)
-    one = lambda state, images, labels, indices, epoch, seed: train_epoch(  # noqa: E731
-        state, images, labels, indices, steps.epoch_key(seed, epoch))
+    def one(state, images, labels, indices, epoch, seed):
+      return train_epoch(state, images, labels, indices, steps.epoch_key(seed, epoch))
     jitted = jax.jit(members(one, (0, None, None, 0, None, 0)), donate_argnums=0)
     return lambda state, images, labels, indices, epoch, seed=seed: jitted(state, images, labels, indices, epoch,
                                                                           seed)

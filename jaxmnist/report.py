@@ -132,7 +132,8 @@ def ensemble_lines(summary: dict) -> list[str]:
   """An ensemble's members, their mean and std, and the ensemble."""
   lines = [f"  member {m['member']} (seed {m['seed']}): validation {format_accuracy(m['valid_accuracy'])}, "
            f"test {m['test_accuracy']:.4f}" for m in summary["members"]]
-  spread = lambda s: f"{s['mean']:.4f} +- {s['std']:.4f}"  # noqa: E731
+  def spread(s):
+    return f"{s['mean']:.4f} +- {s['std']:.4f}"
   valid = summary["member_valid_accuracy"]
   lines.append(f"  members' mean +- std: validation {spread(valid) if valid else format_accuracy(None)}, "
                f"test {spread(summary['member_test_accuracy'])}")

@@ -43,8 +43,8 @@ def _epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: f
     members = [{"member": k, "seed": seed, **_epoch_row(epoch, ensemble.member(sums, k),
                                                         valid_correct[k] if num_valid else None, num_valid, seconds)}
                for k, seed in enumerate(seeds)]
-    mean = lambda name: None if num_valid == 0 and name == "valid_accuracy" else float(  # noqa: E731
-        np.mean([m[name] for m in members]))
+    def mean(name):
+      return None if num_valid == 0 and name == "valid_accuracy" else float(np.mean([m[name] for m in members]))
     return {"epoch": epoch, **{name: mean(name) for name in ("train_loss", "train_accuracy", "valid_accuracy")},
             "seconds": round(seconds, 4),
             "members": [{name: m[name] for name in report.MEMBER_FIELDS} for m in members]}
@@ -231,8 +231,8 @@ def _ensemble_summary(config: Config, rows: list, test_correct, num_test: int) -
   """
   member_test, ensemble_test = jax.device_get(test_correct)
   members = [{**m, "test_accuracy": int(correct) / num_test} for m, correct in zip(rows[-1]["members"], member_test)]
-  spread = lambda values: {"mean": float(np.mean(values)),  # noqa: E731
-                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+  def spread(values):
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
   valid = [m["valid_accuracy"] for m in members if m["valid_accuracy"] is not None]
   return {"members": members, "member_test_accuracy": spread([m["test_accuracy"] for m in members]),
           "member_valid_accuracy": spread(valid) if valid else None,

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import checkpoint, configs, ensemble, export, loops, models, parallel, predict, report, serve, \
-    steps, train_state
+from jaxmnist import (checkpoint, configs, ensemble, export, loops, models, parallel, report, serve, steps,
+                      train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
 from tests import serving
@@ -202,8 +202,8 @@ def test_an_ensemble_resumes_bit_identical(ensemble_run, tiny_ensemble_cli_run, 
                         "--no-progress", "--no-evaluate", cwd=tmp_path, cache_dir=tmp_path / "cache")
   assert result.returncode == 0, result.stderr
   assert "resuming from the checkpoint of epoch 1 of 3" in result.stdout
-  without_seconds = lambda run: [{k: v for k, v in line.items() if k != "seconds"}  # noqa: E731
-                                 for line in report.read_metrics_csv(run / "metrics.csv")]
+  def without_seconds(run):
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in report.read_metrics_csv(run / "metrics.csv")]
   assert without_seconds(tmp_path / "run") == without_seconds(ensemble_run)
   resumed, uninterrupted = train_state.load_trained(tmp_path / "run"), train_state.load_trained(ensemble_run)
   for a, b in zip(jax.tree.leaves(resumed.variables), jax.tree.leaves(uninterrupted.variables), strict=True):
