@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxmnist import loops, models, parallel, steps, train_state  # noqa: E402
+from jaxmnist import configs, data, ensemble, loops, models, parallel, steps, train_state  # noqa: E402
 from jaxmnist.configs import PRESETS  # noqa: E402
 from jaxmnist.optimizer import make_optimizer  # noqa: E402
 from tests.conftest import make_separable  # noqa: E402
@@ -32,6 +32,35 @@ def train_params(mesh, loop="scan", epochs=2):
   for epoch in range(1, epochs + 1):
     state, sums = epoch_fn(state, images, labels, indices, epoch)
   return state, jax.device_get(sums)
+
+
+def train_placed(config, mesh, mnist, epochs=2):
+  """`config` (one model or an ensemble) trained on `mnist` placed on `mesh` as `jaxmnist train` places it."""
+  model = models.build_model(config.model)
+  optimizer = make_optimizer(config, 8)
+  arrays = parallel.place_data(mnist, config, mesh)
+  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
+  for epoch in range(1, epochs + 1):
+    state, _ = epoch_fn(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch)
+  return state
+
+
+def ensemble_report(mesh8, mesh1, num_members):
+  """An ensemble on 8 devices against each of its seeds trained alone on one."""
+  images, labels = make_separable(300)
+  mnist = data.Mnist(images[..., None], labels, images[:50, ..., None], labels[:50], source="toy", verified=False)
+  config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32, seeds=tuple(range(num_members)))
+  stacked = train_placed(config, mesh8, mnist)
+  alone = [train_placed(member, mesh1, mnist) for member in configs.member_configs(config)]
+  return {
+      "layout": parallel.layout_line(config, mesh8),
+      "params_spec": list(jax.tree.leaves(stacked.params)[0].sharding.spec),
+      "params_shard_shape": list(jax.tree.leaves(stacked.params)[0].addressable_shards[0].data.shape),
+      "params_max_diff_vs_alone": max(max_difference(ensemble.member(stacked.params, k), alone[k].params)
+                                      for k in range(num_members)),
+      "params_max_abs": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(alone[0].params)),
+  }
 
 
 def max_difference(a, b):
@@ -63,6 +92,8 @@ def main():
       "params_max_abs": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(state1.params)),
       "loss_sum": [float(sums8["loss_sum"]), float(sums1["loss_sum"])],
       "params_max_diff_python_vs_scan": max_difference(state8_python.params, state8.params),
+      "ensemble_of_8": ensemble_report(mesh8, mesh1, 8),  # spread: one member per device
+      "ensemble_of_3": ensemble_report(mesh8, mesh1, 3),  # 3 do not divide 8: data parallel
   }))
 
 

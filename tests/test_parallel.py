@@ -47,6 +47,20 @@ def test_eight_devices_give_the_parameters_of_one(eight_device_report):
   assert r["params_max_diff_python_vs_scan"] < 1e-5 * max(1.0, r["params_max_abs"])
 
 
+@pytest.mark.parametrize("members, layout, spec, shard_rows", [
+    (8, "8 members spread over 8 devices (1 each, no communication)", ["data"], 1),
+    (3, "data parallel: every batch of all 3 members split over 8 devices; 3 members do not divide evenly over "
+        "8 devices", [], 3),
+])
+def test_an_ensemble_spreads_its_members_when_they_divide_evenly(eight_device_report, members, layout, spec,
+                                                                 shard_rows):
+  r = eight_device_report[f"ensemble_of_{members}"]
+  assert r["layout"] == layout
+  assert r["params_spec"][:1] == spec and r["params_shard_shape"][0] == shard_rows
+  # Each member is its seed's model trained alone on one device (float rounding apart).
+  assert r["params_max_diff_vs_alone"] < 1e-5 * max(1.0, r["params_max_abs"])
+
+
 def test_cli_trains_on_eight_devices(tmp_path, idx_dir, monkeypatch):
   for name, value in EIGHT_DEVICES.items():
     monkeypatch.setenv(name, value)
