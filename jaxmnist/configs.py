@@ -63,6 +63,11 @@ class Config:
   seeds: tuple[int, ...] = ()
 
 
+def config_to_dict(config: Config) -> dict:
+  """The config as config.json and summary.json hold it (the seeds a list, as JSON reads them back)."""
+  return {**dataclasses.asdict(config), "seeds": list(config.seeds)}
+
+
 def member_configs(config: Config) -> list[Config]:
   """The single-model config of each member: what `--seed=s` would train alone."""
   return [dataclasses.replace(config, seed=s, seeds=()) for s in config.seeds or (config.seed,)]

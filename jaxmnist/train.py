@@ -12,7 +12,6 @@ the state built or restored, the compiled epoch), `run_epochs` (metrics, checkpo
 """
 
 import contextlib
-import dataclasses
 import datetime
 import math
 import signal
@@ -137,7 +136,7 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
   data.check_dataset(config.dataset, mnist)
   say(f"parallelism: {parallel.layout_line(config, mesh)}")
   if parallel.is_main_process() and not resume:
-    report.write_json(workdir / "config.json", dataclasses.asdict(config))
+    report.write_json(workdir / "config.json", configs.config_to_dict(config))
   arrays = parallel.place_data(mnist, config, mesh)
   model = models.build_model(config.model, config.init)
   optimizer = make_optimizer(config, steps_per_epoch(config, len(arrays["train_indices"])))
@@ -206,7 +205,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
         if not math.isfinite(rows[-1]["train_loss"]):  # no checkpoint of a diverged state: the earlier ones stay
           if writes:
             report.write_json(workdir / "summary.json", {
-                "status": "diverged", "config": dataclasses.asdict(config), "epochs_completed": epoch,
+                "status": "diverged", "config": configs.config_to_dict(config), "epochs_completed": epoch,
                 "dataset": config.dataset, "data_source": mnist.source})
           raise TrainingDiverged(_divergence_message(config, rows[-1], workdir))
         if saver and _checkpoint_due(config, epoch, stop["requested"]):
@@ -247,7 +246,7 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
   num_test = len(mnist.test_labels)
   summary = {
       "status": "finished",
-      "config": dataclasses.asdict(config),
+      "config": configs.config_to_dict(config),
       "epochs_completed": config.epochs,
       "valid_accuracy": rows[-1]["valid_accuracy"],
       **(_ensemble_summary(config, rows, test_correct, num_test) if config.seeds

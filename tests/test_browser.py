@@ -57,6 +57,13 @@ def fashion_server(tiny_fashion_cli_run):
 
 
 @pytest.fixture(scope="module")
+def ensemble_server(tiny_ensemble_cli_run):
+  run_dir = tiny_ensemble_cli_run.run_dir
+  with serving.Server(run_dir, run_dir.parent / "cache") as server:
+    yield server
+
+
+@pytest.fixture(scope="module")
 def cnn_server(cnn_run, real_cache_dir):
   with serving.Server(cnn_run[0], real_cache_dir) as server:
     yield server
@@ -128,6 +135,18 @@ def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_server
   assert page.text_content("#guess") == names[int(page.get_attribute("#guess", "data-digit"))]
   for label in page.locator("#bars .row .name").all():  # "T-shirt/top" and "Ankle boot" fit, not cut off
     assert label.evaluate("e => e.scrollWidth <= e.clientWidth"), label.text_content()
+
+
+def test_an_ensembles_page_says_how_many_members_agree(ensemble_server, open_page):
+  page = open_page(ensemble_server)
+  assert "Model: an ensemble of 2 x mlp3" in page.text_content("#about")
+  serving.draw(page, serving.SEVEN)
+  serving.wait_until_idle(page)
+  answer = page.evaluate("() => window.jaxmnist.predict()")  # the drawing's answer, as the page gets it
+  assert answer["members"] == 2 and 0 <= answer["members_agreeing"] <= 2
+  assert page.text_content("#agreement") == f"{answer['members_agreeing']} of 2 members agree"
+  page.click("#clear")
+  assert page.text_content("#agreement") == ""
 
 
 def test_200_mnist_digits_painted_through_the_page_are_read_correctly(cnn_server, open_page, real_mnist):
