@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement in one call, for a lent GPU machine that has jax[cuda], flax, optax, chex,
-# tqdm and matplotlib but no tensorflow-datasets, no torch and no network. About 9 minutes on one H100.
+# tqdm and matplotlib but no tensorflow-datasets, no torch and no network. About 9 minutes on one H100 (before step 0 was added).
 #
 # Here, once: the data and a CPU-made export travel in .gpu_data (ignored by git, about 42 MB):
 #   mkdir -p .gpu_data/mnist .gpu_data/fashion; echo /.gpu_data/ >> .git/info/exclude
@@ -48,6 +48,10 @@ step data 30 python -c "
 from jaxmnist import data
 print(data.load_mnist('dir', '.gpu_data/mnist').source)
 print(data.load_mnist('dir', '.gpu_data/fashion', dataset='fashion_mnist').source)"
+
+# 0. Many models in one program (issue: 10 cnn_fast members' epoch <= 2x one member's on the same card).
+step bench_ensemble 90 python experiments/bench_ensemble.py --parts=epoch --members="$seeds" \
+  --data-dir=.gpu_data/mnist --out="$results"
 
 # 1. Time to accuracy (issue: under 0.5 s of training for the one-epoch recipe), compile apart, a profile.
 step bench_fast 120 python experiments/bench_fast.py --no-torch --parts=fast,profile --seeds="$seeds" \

@@ -50,10 +50,21 @@ class Restored:
   skipped: tuple = ()  # "epoch N: why" for each newer checkpoint that was damaged and passed over
 
 
+def _host_array(x) -> np.ndarray:
+  if not isinstance(x, jax.Array):
+    return np.asarray(x)
+  if x.is_fully_replicated:  # one replica, from this process's devices: no transfer between hosts
+    return np.asarray(x.addressable_shards[0].data)
+  if x.is_fully_addressable:  # an ensemble's members spread over this host's devices
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))  # ... over several hosts' devices
+
+
 def host_copy(state):
-  """A numpy copy of a replicated state: one full replica of every array, from this process's devices."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data) if isinstance(x, jax.Array)
-                      else np.asarray(x), state)
+  """A numpy copy of the whole state, in every process: one replica of each replicated array, and every
+  member of an ensemble whose members are spread over the devices."""
+  return jax.tree.map(_host_array, state)
 
 
 def state_digest(state) -> str:

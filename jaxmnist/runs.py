@@ -23,8 +23,10 @@ RUN_FILES = ("config.json", "metrics.csv", "summary.json", "accuracy.png")
 
 
 def default_workdir(config: Config) -> str:
+  """runs/MODEL[-DATASET][-xMEMBERS]-DATE-TIME"""
   dataset = "" if config.dataset == datasets.DEFAULT else f"-{config.dataset}"
-  return f"runs/{config.model}{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+  members = f"-x{len(config.seeds)}" if config.seeds else ""
+  return f"runs/{config.model}{dataset}{members}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 
 def prepare_workdir(workdir: Path) -> None:

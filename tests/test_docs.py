@@ -167,7 +167,7 @@ def test_readme_is_a_front_page():
 def test_the_docs_exist():
   names = {page.name for page in DOCS}
   assert {"data.md", "models.md", "results.md", "after-training.md", "serving.md", "hardware.md",
-          "testing.md", "layout.md", "from-pytorch.md"} <= names
+          "testing.md", "layout.md", "from-pytorch.md", "ensembles.md"} <= names
 
 
 @pytest.mark.parametrize("page", DOCS, ids=_rel)

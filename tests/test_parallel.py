@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests import training_outcomes
@@ -59,6 +60,24 @@ def test_an_ensemble_spreads_its_members_when_they_divide_evenly(eight_device_re
   assert r["params_spec"][:1] == spec and r["params_shard_shape"][0] == shard_rows
   # Each member is its seed's model trained alone on one device (float rounding apart).
   assert r["params_max_diff_vs_alone"] < 1e-5 * max(1.0, r["params_max_abs"])
+
+
+def test_cli_trains_an_ensemble_spread_over_eight_devices_and_its_checkpoint_holds_every_member(
+    tmp_path, idx_dir, monkeypatch):
+  for name, value in EIGHT_DEVICES.items():
+    monkeypatch.setenv(name, value)
+  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
+                   "--seeds=8", "--workdir=run", cwd=tmp_path, cache_dir=tmp_path / "cache")
+  assert result.returncode == 0, result.stderr
+  assert "parallelism: 8 members spread over 8 devices (1 each, no communication)" in result.stdout
+  assert "ensemble: test accuracy" in result.stdout  # the report restored all 8 members onto 8 devices
+  # ... and onto this process's one device: each member's own parameters, not one device's shard
+  from jaxmnist import ensemble, train_state  # pylint: disable=g-import-not-at-top
+  trained = train_state.load_trained(tmp_path / "run")
+  kernels = [np.asarray(ensemble.member(trained.variables, k)["params"]["dense0"]["kernel"]) for k in range(8)]
+  assert kernels[0].shape == (784, 300) and all(not np.array_equal(kernels[0], k) for k in kernels[1:])
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert len(summary["members"]) == 8 and summary["ensemble_test_accuracy"] >= 0.9
 
 
 def test_cli_trains_on_eight_devices(tmp_path, idx_dir, monkeypatch):
