@@ -139,7 +139,8 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
     report.write_json(workdir / "config.json", configs.config_to_dict(config))
   arrays = parallel.place_data(mnist, config, mesh)
   model = models.build_model(config.model, config.init)
-  optimizer = make_optimizer(config, steps_per_epoch(config, len(arrays["train_indices"])))
+  num_train = arrays["train_indices"].shape[-1]  # an ensemble's are [members, examples]
+  optimizer = make_optimizer(config, steps_per_epoch(config, num_train))
   image_shape = mnist.train_images.shape[1:]
   data_info = data.describe(mnist)
   rows = []

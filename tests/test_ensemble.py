@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import (checkpoint, configs, ensemble, export, loops, models, parallel, report, serve, steps,
+from jaxmnist import (checkpoint, configs, ensemble, export, loops, models, parallel, report, serve, steps, train,
                       train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
@@ -53,15 +53,29 @@ def _assert_close_trees(a, b, rtol=RTOL):
 
 # ---- the vmapped epoch, in process, on every kind of model and loop ------------------------------------
 
-@pytest.mark.parametrize("preset, changes", [
-    ("tiny", {"loop": "python", "model": "linear"}),  # the per-batch loop: the step vmapped, batches cut per member
-    # BatchNorm, dropout, shifts and label smoothing (cnn_wide's recipe on a narrow net that compiles in
-    # a second): every key and statistic a member keeps of its own
-    ("cnn_wide", {"batch_size": 16, "model": "narrow_cnn"}),
-], ids=["python-loop", "cnn_wide-recipe-scan"])
-def test_each_member_trains_as_its_seed_does_alone(preset, changes, monkeypatch):
+def test_train_and_evaluate_trains_each_member_as_its_seed_alone(tiny_mnist, tmp_path):
+  # Through the whole training path: the split, the schedule's length (steps per epoch), the rows; on the
+  # per-batch loop (the CLI test below runs the scan).
+  config = dataclasses.replace(PRESETS["tiny"], optimizer="adam", schedule="onecycle_torch", learning_rate=0.01,
+                               epochs=2, checkpoint_every=0, loop="python")
+  together = train.train_and_evaluate(dataclasses.replace(config, seeds=(0, 2)), tmp_path / "together", tiny_mnist,
+                                      progress=False)
+  lines = report.read_metrics_csv(tmp_path / "together" / "metrics.csv")
+  for seed in (0, 2):
+    alone = train.train_and_evaluate(dataclasses.replace(config, seed=seed), tmp_path / f"seed{seed}", tiny_mnist,
+                                     progress=False)
+    rows = report.read_metrics_csv(tmp_path / f"seed{seed}" / "metrics.csv")
+    member = [line for line in lines if line["seed"] == seed]
+    for name in ("train_loss", "train_accuracy", "valid_accuracy"):
+      assert [m[name] for m in member] == pytest.approx([r[name] for r in rows], rel=RTOL, abs=1e-6), name
+    assert [m["test_accuracy"] for m in together["members"] if m["seed"] == seed] == [alone["test_accuracy"]]
+
+
+def test_each_member_trains_as_its_seed_does_alone(monkeypatch):
+  # BatchNorm, dropout, shifts and label smoothing (cnn_wide's recipe on a narrow net that compiles in a
+  # second): every key and statistic a member keeps of its own.
   monkeypatch.setitem(models.MODELS, "narrow_cnn", functools.partial(models.CNN, widths=(4, 8), dense=16))
-  config = dataclasses.replace(PRESETS[preset], **changes, seeds=(0, 5))
+  config = dataclasses.replace(PRESETS["cnn_wide"], batch_size=16, model="narrow_cnn", seeds=(0, 5))
   images, labels = make_separable(40)
   images, labels = jnp.asarray(images[..., None]), jnp.asarray(labels)
   mesh = parallel.make_mesh(1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import errors, export, models
+from jaxmnist import ensemble, errors, export, models
 from tests import training_outcomes
 
 BATCH_SIZES = (1, 7, 100)
@@ -205,3 +205,16 @@ def test_onnx_export_matches_model_apply(name):
   _assert_mostly_compared([_assert_same_logits(session.run(None, {"images": images})[0],
                                                expected_logits(model, variables, images))
                            for images in random_batches().values()])
+
+
+def test_onnx_export_of_an_ensemble_gives_its_combined_logits():
+  pytest.importorskip("jax2onnx", reason="the optional extra: pip install 'jaxmnist[onnx]'")
+  ort = pytest.importorskip("onnxruntime", reason="the optional extra: pip install 'jaxmnist[onnx]'")
+  members = [model_and_variables("cnn", seed)[1] for seed in (0, 1)]  # BatchNorm statistics per member
+  model = models.build_model("cnn")
+  stacked = ensemble.stack(members)
+  apply = ensemble.ensemble_apply(export.portable_module(model).apply)
+  session = ort.InferenceSession(export.export_onnx(apply, stacked), providers=["CPUExecutionProvider"])
+  for images in random_batches().values():
+    expected = np.log(np.mean([jax.nn.softmax(expected_logits(model, v, images)) for v in members], axis=0))
+    np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, rtol=1e-5, atol=ATOL)
