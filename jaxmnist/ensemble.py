@@ -19,8 +19,15 @@ import jax
 import jax.numpy as jnp
 
 
-def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array) -> jax.Array:
-  """Eval-mode logits [M, B, C] of every member for the same inputs."""
+def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array, unrolled: bool = False) -> jax.Array:
+  """Eval-mode logits [M, B, C] of every member for the same inputs.
+
+  `unrolled`: one call of `apply_fn` per member instead of `jax.vmap`, the same numbers; for converters
+  that replace a layer by a primitive of their own without a batching rule (jax2onnx's BatchNorm).
+  """
+  if unrolled:
+    num_members = jax.tree.leaves(variables_M)[0].shape[0]
+    return jnp.stack([apply_fn(member(variables_M, k), inputs_BxHxWxC, train=False) for k in range(num_members)])
   return jax.vmap(lambda variables: apply_fn(variables, inputs_BxHxWxC, train=False))(variables_M)
 
 
@@ -30,12 +37,12 @@ def combine(member_logits_MxBxC: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(log_probabilities, axis=0) - jnp.log(member_logits_MxBxC.shape[0])
 
 
-def ensemble_apply(apply_fn):
+def ensemble_apply(apply_fn, unrolled: bool = False):
   """`apply_fn` for stacked variables: `(variables_M, inputs, train=False) -> the ensemble's logits [B, C]`."""
   def apply(variables_M, inputs_BxHxWxC, train: bool = False):
     if train:
       raise ValueError("an ensemble is applied in eval mode only; each member trains under vmap")
-    return combine(member_logits(apply_fn, variables_M, inputs_BxHxWxC))
+    return combine(member_logits(apply_fn, variables_M, inputs_BxHxWxC, unrolled))
   return apply
 
 

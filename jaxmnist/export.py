@@ -142,12 +142,13 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
   return proto.SerializeToString()
 
 
-def run_model(trained: train_state.Trained) -> ModelSpec:
+def run_model(trained: train_state.Trained, onnx: bool = False) -> ModelSpec:
   """What a run exports: its model, or for an ensemble every member in one function that returns the
-  ensemble's logits (the log of the members' mean probabilities, jaxmnist.ensemble)."""
+  ensemble's logits (the log of the members' mean probabilities, jaxmnist.ensemble). For ONNX the members
+  are applied one by one: jax2onnx's BatchNorm cannot be vmapped."""
   if not trained.seeds:
     return trained.config.model
-  return ensemble.ensemble_apply(portable_module(trained.config.model).apply)
+  return ensemble.ensemble_apply(portable_module(trained.config.model).apply, unrolled=onnx)
 
 
 def main(args) -> None:
@@ -162,7 +163,7 @@ def main(args) -> None:
         f"uint8 [B,28,28,1] -> float32 logits [B,10], for {', '.join(DEFAULT_PLATFORMS)}")
   if args.onnx:
     onnx_path = out.with_suffix(".onnx")
-    size = _write_or_explain(onnx_path, export_onnx(run_model(trained), trained.variables))
+    size = _write_or_explain(onnx_path, export_onnx(run_model(trained, onnx=True), trained.variables))
     print(f"exported {what} as ONNX (opset {ONNX_OPSET}) to {onnx_path}: {size:,} bytes")
 
 

@@ -1,5 +1,6 @@
 """Exported artifacts: run in a fresh process with only jax and numpy, they match `model.apply`."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import ensemble, errors, export, models
+from jaxmnist import ensemble, errors, export, models, train_state
+from jaxmnist.configs import PRESETS
 from tests import training_outcomes
 
 BATCH_SIZES = (1, 7, 100)
@@ -212,9 +214,10 @@ def test_onnx_export_of_an_ensemble_gives_its_combined_logits():
   ort = pytest.importorskip("onnxruntime", reason="the optional extra: pip install 'jaxmnist[onnx]'")
   members = [model_and_variables("cnn", seed)[1] for seed in (0, 1)]  # BatchNorm statistics per member
   model = models.build_model("cnn")
-  stacked = ensemble.stack(members)
-  apply = ensemble.ensemble_apply(export.portable_module(model).apply)
-  session = ort.InferenceSession(export.export_onnx(apply, stacked), providers=["CPUExecutionProvider"])
+  trained = train_state.Trained(run_dir=None, config=dataclasses.replace(PRESETS["cnn"], seeds=(0, 1)), model=model,
+                                variables=ensemble.stack(members), epoch=2, checkpoint_line="", data={})
+  onnx_bytes = export.export_onnx(export.run_model(trained, onnx=True), trained.variables)  # `export --onnx`'s
+  session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
   for images in random_batches().values():
     expected = np.log(np.mean([jax.nn.softmax(expected_logits(model, v, images)) for v in members], axis=0))
     np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, rtol=1e-5, atol=ATOL)
