@@ -5,7 +5,8 @@ Commands that produced experiments/results/ensembles.{md,json} (the 48k split wi
 every preset trains; three ensembles of disjoint seeds each):
   python experiments/ensembles.py --name=mnist --model=cnn_995 --members=6
   python experiments/ensembles.py --name=fashion --dataset=fashion_mnist --model=cnn_fashion --members=3
-One ensemble only (a first look): --ensembles=1. Extra flags for `jaxmnist train` go after `--`.
+One ensemble only (a first look): --ensembles=1; a later run of the same recipe keeps the ensembles
+already in the results and trains the others. Extra flags for `jaxmnist train` go after `--`.
 
 Each ensemble k trains seeds k*members .. (k+1)*members-1 in one process (`--seeds=a,b,...`), with the
 preset's checkpoints and without the evaluation report (summary.json has what the table needs). The
@@ -87,8 +88,13 @@ def main():
   entry = {"recipe": flags, "date": datetime.date.today().isoformat(),
            "hardware": f"{report.cpu_name()} ({os.cpu_count()} cores)",
            "command": "python " + " ".join(sys.argv).replace(str(REPO_ROOT) + "/", ""), "ensembles": []}
+  if results.get(args.name, {}).get("recipe") == flags:  # the same recipe: keep its ensembles, add the rest
+    entry["ensembles"] = results[args.name]["ensembles"]
+  done = [e["seeds"] for e in entry["ensembles"]]
   for k in range(args.ensembles):
     seeds = range(k * args.members, (k + 1) * args.members)
+    if list(seeds) in done:
+      continue
     entry["ensembles"].append(train_ensemble(args.model, args.dataset, seeds, args.extra))
     e = entry["ensembles"][-1]
     print(f"seeds {list(seeds)}: ensemble {e['ensemble_test_accuracy']:.4f}, members "
