@@ -7,7 +7,8 @@ Synopsis:
   apply = ensemble.ensemble_apply(model.apply)      # apply(variables_M, inputs, train=False) -> logits
 
 A stacked train state is the members' TrainStates with one more leading axis, so the epoch, the
-evaluation and the checkpoint are the single model's, vmapped. Every member draws its split, its
+evaluation and the checkpoint are the single model's, mapped over the members (`over_members`: vmapped
+on a GPU or TPU, one member after another on a CPU, in one compiled program either way). Every member draws its split, its
 initialisation, its shuffling, dropout and augmentation from its own seed exactly as `--seed=s` does
 alone; the members only share the compiled program and the data on the device.
 
@@ -17,6 +18,28 @@ probabilities, so predict, serve, evaluate and export treat an ensemble as one m
 
 import jax
 import jax.numpy as jnp
+
+
+def over_members(fn, in_axes, at_once: int | None = None):
+  """`fn` mapped over the members: the arguments whose `in_axes` entry is 0 carry a leading member axis.
+
+  at_once=None: `jax.vmap`, every member in the same operations (a GPU or TPU, which one small model leaves
+  nearly idle; members spread over devices). at_once=k: `jax.lax.map`, k members vmapped at a time and the
+  groups one after another (a CPU, whose cores one model's operations already fill: there, vmapped
+  members only make bigger operations that run no faster per member). Either way one compiled program.
+  """
+  if at_once is None:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    axes = (in_axes,) * len(args) if isinstance(in_axes, int) else in_axes
+
+    def one(member_args):
+      given = iter(member_args)
+      return fn(*(next(given) if axis == 0 else arg for arg, axis in zip(args, axes)))
+    member_args = tuple(arg for arg, axis in zip(args, axes) if axis == 0)
+    return jax.lax.map(one, member_args, batch_size=at_once if at_once > 1 else None)
+  return mapped
 
 
 def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array, unrolled: bool = False) -> jax.Array:

@@ -20,19 +20,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import configs, data, datasets, ensemble, errors, interpret, process, report, runs, steps, train_state
+from jaxmnist import (configs, data, datasets, ensemble, errors, interpret, parallel, process, report, runs, steps,
+                      train_state)
 
 NUM_TOP_LOSSES = 15
 
 
 def split_logits(trained: train_state.Trained, images_NxHxWxC, indices_M) -> np.ndarray:
   """Eval-mode logits [M, C] of the examples `indices_M`; an ensemble's members' [K, M, C] (their own
-  `indices_KxM` when given one split per member), K times fewer at a time, so in one model's memory."""
-  members = len(trained.seeds)
-  logits_fn = partial(steps.eval_logits, batch_size=-(-trained.config.eval_batch_size // max(1, members)),
+  `indices_KxM` when given one split per member; vmapped members K times fewer examples at a time, so in
+  one model's memory)."""
+  at_once = parallel.members_at_once(trained.config, parallel.make_mesh())  # as load_trained placed them
+  vmapped = len(trained.seeds) if at_once is None else 1
+  logits_fn = partial(steps.eval_logits, batch_size=-(-trained.config.eval_batch_size // max(1, vmapped)),
                       apply_fn=trained.model.apply)
-  if members:
-    logits_fn = jax.vmap(logits_fn, in_axes=(0, None, 0 if np.ndim(indices_M) == 2 else None))
+  if trained.seeds:
+    logits_fn = ensemble.over_members(logits_fn, (0, None, 0 if np.ndim(indices_M) == 2 else None), at_once)
   return np.asarray(jax.jit(logits_fn)(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
 
 

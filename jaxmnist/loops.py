@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from jaxmnist import augment, parallel, steps
+from jaxmnist import augment, ensemble, parallel, steps
 from jaxmnist.configs import Config
 
 
@@ -28,7 +28,8 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
 
   `epoch(..., seed=s)` runs the same program for another seed (benchmarks over seeds compile once).
   For an ensemble (config.seeds) the state, the train indices, the seeds and the sums carry a leading
-  member axis, and the one-model epoch is vmapped over them: one program trains every member.
+  member axis, and the one-model epoch is mapped over them (jaxmnist.ensemble.over_members): one program
+  trains every member.
 
   Both loops run the same steps on the same batches, split over the mesh's devices; they differ
   only in how often the host dispatches work (once per epoch, or once per batch).
@@ -41,8 +42,12 @@ def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):
   # compiled epoch, and XLA's persistent cache serves it to the next process (the seed sweeps of
   # experiments/ compile once).
   seed = jnp.asarray(config.seeds or config.seed)
-  # Over members: the state, the train indices and the seed (and the python loop's sums and batches).
-  members = (lambda fn, in_axes: jax.vmap(fn, in_axes=in_axes)) if config.seeds else (lambda fn, in_axes: fn)
+  at_once = parallel.members_at_once(config, mesh)
+
+  def members(fn, in_axes):
+    """Over an ensemble's members: the state, the train indices and the seed (and the python loop's sums
+    and batches); a single model's `fn` as it is."""
+    return ensemble.over_members(fn, in_axes, at_once) if config.seeds else fn
   options = step_options(config)
   if config.loop == "scan":
     train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=apply_fn,

@@ -161,9 +161,10 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
 def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
   """The compiled validation count, and the test count (an ensemble's: each member's and the ensemble's)."""
   split_batches = mesh.size > 1 and not parallel.spreads_members(config, mesh)
-  # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change. An
-  # ensemble's members evaluate that many examples between them, so it needs one model's memory.
-  per_step = -(-config.eval_batch_size // max(1, len(config.seeds)))
+  # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change. Vmapped
+  # members evaluate that many examples between them, so they need one model's memory.
+  vmapped = len(config.seeds) if parallel.members_at_once(config, mesh) is None else 1
+  per_step = -(-config.eval_batch_size // max(1, vmapped))
   eval_batch_size = -(-per_step // mesh.size) * mesh.size
   count = partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=apply_fn,
                   sharding=parallel.batch_sharding(mesh) if split_batches else None)
@@ -171,11 +172,13 @@ def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
   if not config.seeds:
     count_correct = jax.jit(count)
     return count_correct, lambda variables: count_correct(variables, *test)
-  logits_of = jax.vmap(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=apply_fn),
-                       in_axes=(0, None, None))
+  at_once = parallel.members_at_once(config, mesh)
+  logits_of = ensemble.over_members(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=apply_fn),
+                                    (0, None, None), at_once)
   count_test = jax.jit(lambda variables, images, labels, indices: ensemble.test_counts(
       logits_of(variables, images, indices), jnp.asarray(labels)[indices]))
-  return jax.jit(jax.vmap(count, in_axes=(0, None, None, 0))), lambda variables: count_test(variables, *test)
+  count_members = jax.jit(ensemble.over_members(count, (0, None, None, 0), at_once))
+  return count_members, lambda variables: count_test(variables, *test)
 
 
 def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mnist, progress: bool, say):

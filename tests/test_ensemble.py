@@ -141,7 +141,7 @@ def test_member_0_is_the_model_that_seed_0_trains_alone(ensemble_run, tiny_cli_r
 
 def test_the_run_reads_as_one_ensemble(ensemble_run, tiny_ensemble_cli_run):
   out = tiny_ensemble_cli_run.result.stdout
-  assert "parallelism: 2 members on one device" in out
+  assert "parallelism: 2 members on one device, one after another (a CPU), in one compiled program" in out
   assert "member 1 (seed 3): validation" in out and "ensemble of 2 (mean of the members' probabilities)" in out
   with open(ensemble_run / "metrics.csv") as f:
     assert f.readline().strip() == "epoch,member,seed,train_loss,train_accuracy,valid_accuracy,seconds"
