@@ -60,9 +60,11 @@ def processes_against_one(part: str, data_dir) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     env = bench_fast.private_cache(tmp, data_dir)
-    # Warm-up: other seeds, so that the timed commands find their compiled programs in the cache.
-    bench_fast._wall(_command(preset, "--seed=1000", extra, tmp / "warm-single"), env)
-    bench_fast._wall(_command(preset, f"--seeds={','.join(str(1000 + s) for s in seeds)}", extra,
+    # Warm-up: other seeds, so that the timed commands find their compiled programs in the cache. One
+    # epoch where the schedule is constant (its length is then no constant of the program: the same one).
+    warm = extra + (["--epochs=1"] if PRESETS[preset].schedule == "constant" else [])
+    bench_fast._wall(_command(preset, "--seed=1000", warm, tmp / "warm-single"), env)
+    bench_fast._wall(_command(preset, f"--seeds={','.join(str(1000 + s) for s in seeds)}", warm,
                               tmp / "warm-ensemble"), env)
     separate = []
     for seed in seeds:
@@ -78,7 +80,8 @@ def processes_against_one(part: str, data_dir) -> dict:
          summary["ensemble_test_accuracy"], "parallelism": summary["parallelism"],
          "log": report.portable(stdout)}
   separate_wall = sum(r["wall_s"] for r in separate)
-  result = {"preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,
+  # The machine's 1-minute load average at the end: above the core count, something else was running.
+  result = {"load_average_at_end": round(os.getloadavg()[0], 2),"preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,
             "separate_wall_s": round(separate_wall, 2), "ratio": round(wall / separate_wall, 3), "target": target,
             "met": wall / separate_wall <= target}
   print(json.dumps({k: v for k, v in result.items() if k not in ("separate", "one_process")}), flush=True)
