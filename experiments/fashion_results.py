@@ -8,6 +8,11 @@ A quick check that everything runs (seconds; writes to a scratch folder, not to 
 On a machine without tensorflow-datasets or the network (a lent GPU), from the four gzipped IDX files
 that Debian's dataset-fashion-mnist installs, copied along:
   python experiments/fashion_results.py --data-dir=DIR
+The Fashion-MNIST recipe for the 2-core CPU (issue 19 asks >= 0.935 test in <= 10 minutes a run), seeds 0, 1, 2:
+  python experiments/fashion_results.py --models=cnn_fashion --out=experiments/results/fashion-cpu --target=0.935,600
+Measured 2026-12-01 on the 2-core AMD EPYC of `lscpu` (KVM guest), shared with other work (1-minute load
+2.2-4.1 around the runs): test 0.9307, 0.9314, 0.9300 (0.9307 +- 0.0007), 928-1005 s wall and 1030-1094 CPU
+seconds a run, 49 minutes for the three: short of the target on both counts (results/fashion-cpu/fashion.md).
 
 Hardware and runtime: not run in full yet. The same presets on MNIST took, per run on the 2-core CPU
 of the README, 45 s (linear, 400 epochs), 189 s (mlp3, 400 epochs), 15 s (mlp3_modern), 26 s (cnn)
@@ -27,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -63,12 +69,32 @@ def device_name() -> str:
 
 
 def run(model: str, seed: int, epochs: int, fashion: data.Mnist, device: str) -> dict:
+  load_before, cpu_before = os.getloadavg()[0], _cpu_seconds()
   measured = reproduce_post.run_jax(model, fashion, epochs, seed)
   config = dataclasses.asdict(dataclasses.replace(PRESETS[model], epochs=epochs, seed=seed))
+  # On a shared machine wall_s is pessimistic: the 1-minute load average on either side says by how much,
+  # and the process's CPU seconds are what the run itself cost.
   return {"model": model, "seed": seed, "epochs": epochs, "device": device,
           "test_accuracy": measured["test_accuracy"], "valid_accuracy": measured["valid_accuracy"],
           "wall_s": round(measured["seconds"], 2), "recipe": recipes.recipe(config),
-          "data": report.portable(fashion.source), "date": datetime.date.today().isoformat()}
+          "data": report.portable(fashion.source), "date": datetime.date.today().isoformat(),
+          "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+          "cpu_s": round(_cpu_seconds() - cpu_before, 1)}
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def target_lines(results: list[dict], accuracy: float, seconds: float) -> list[str]:
+  """Whether each run reached `accuracy` within `seconds`, and which runs fell short, and how."""
+  short = [f"{r['model']} seed {r['seed']} ({r['epochs']} epochs, {r['device']}): "
+           + ", ".join(([f"test {r['test_accuracy']:.4f}"] if r["test_accuracy"] < accuracy else [])
+                       + ([f"{r['wall_s']:.0f} s"] if r["wall_s"] > seconds else []))
+           for r in results if r["test_accuracy"] < accuracy or r["wall_s"] > seconds]
+  verdict = "every run met it" if not short else "fell short: " + "; ".join(short)
+  return [f"Target: test accuracy >= {accuracy} in <= {seconds:.0f} s of wall time per run, each seed: {verdict}.", ""]
 
 
 def results_table(results: list[dict]) -> list[str]:
@@ -91,7 +117,19 @@ def published_table() -> list[str]:
           + [f"| {name} | {accuracy} |" for name, accuracy in PUBLISHED])
 
 
-def markdown(results: list[dict], fashion: data.Mnist) -> str:
+def runs_table(results: list[dict]) -> list[str]:
+  """Each run on its own line, with its CPU seconds and the machine's load around it (1-minute average)."""
+  lines = ["| model | epochs | seed | test | validation | wall s | CPU s | load before / after | device | date |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    load = f"{r['load_before']} / {r['load_after']}" if "load_before" in r else ""
+    lines.append(f"| {r['model']} | {r['epochs']} | {r['seed']} | {r['test_accuracy']:.4f} | "
+                 f"{r['valid_accuracy']:.4f} | {r['wall_s']:.1f} | {r.get('cpu_s', '')} | {load} | {r['device']} | "
+                 f"{r['date']} |")
+  return lines
+
+
+def markdown(results: list[dict], fashion: data.Mnist, target: tuple[float, float] | None = None) -> str:
   import jax  # pylint: disable=g-import-not-at-top
 
   overridden = any(r["epochs"] != PRESETS[r["model"]].epochs for r in results)
@@ -107,7 +145,9 @@ def markdown(results: list[dict], fashion: data.Mnist) -> str:
       ""]
   if overridden:
     lines += ["**Epochs overridden (--epochs-override): a quick check, not the presets' results.**", ""]
-  return "\n".join(lines + results_table(results) + [""] + published_table()) + "\n"
+  if target:
+    lines += target_lines(results, *target)
+  return "\n".join(lines + results_table(results) + [""] + runs_table(results) + [""] + published_table()) + "\n"
 
 
 def parse_args():
@@ -120,6 +160,8 @@ def parse_args():
                       "jaxmnist's sources: cache, tfds, Debian's dataset-fashion-mnist)")
   parser.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results"),
                       help="where fashion.json and fashion.md go (default experiments/results)")
+  parser.add_argument("--target", type=lambda s: tuple(float(x) for x in s.split(",")), metavar="ACC,SECONDS",
+                      help="say in fashion.md whether each run reached test accuracy ACC within SECONDS of wall time")
   args = parser.parse_args()
   unknown = [m for m in args.models if m not in PRESETS]
   if unknown:
@@ -148,7 +190,7 @@ def main():
       store.write_text(json.dumps(results, indent=1) + "\n")  # after every run: an interruption loses one
       print(f"{model} seed {seed}, {epochs} epochs: test {result['test_accuracy']:.4f}, {result['wall_s']:.1f} s",
             flush=True)
-  (out / "fashion.md").write_text(markdown(results, fashion))
+  (out / "fashion.md").write_text(markdown(results, fashion, args.target))
   print((out / "fashion.md").read_text())
 
 

@@ -85,7 +85,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: constant)")
   parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
   parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
-  parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}")
+  parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}, or several "
+                      "joined by '+', applied in that order (e.g. flip+shift+erase)")
   parser.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N epochs (also at the end "
                       "and on Ctrl-C; default per preset; 0: never, so no resume and no evaluation)")
   parser.add_argument("--keep-checkpoints", type=int, help="how many of the newest checkpoints to keep (3)")

@@ -20,7 +20,7 @@ from jaxmnist.configs import Config
 
 
 def step_options(config: Config) -> dict:
-  return {"label_smoothing": config.label_smoothing, "augment": augment.AUGMENTATIONS[config.augment]}
+  return {"label_smoothing": config.label_smoothing, "augment": augment.build_augment(config.augment)}
 
 
 def make_epoch_fn(config: Config, apply_fn, optimizer, mesh: Mesh):

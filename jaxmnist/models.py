@@ -204,6 +204,8 @@ MODELS = {
     "cnn": functools.partial(CNN, widths=(16, 32), convs_per_stage=1, dense=128, dropout=0.0),
     "cnn_wide": functools.partial(CNN, widths=(32, 64), convs_per_stage=2, dense=256),
     "resnet": functools.partial(CNN, widths=(32, 64), convs_per_stage=2, residual=True),
+    # cnn_wide at 3/4 of its width: cheaper epochs, for Fashion-MNIST on the CPU (the cnn_fashion preset)
+    "cnn_mid": functools.partial(CNN, widths=(24, 48), convs_per_stage=2, dense=256),
     "cnn_fast": FastCNN,
 }
 
