@@ -138,6 +138,7 @@ def to_markdown(results: dict) -> str:
               f"ensemble {one['ensemble_test_accuracy']:.4f} |", "",
               f"Ratio: {r['ratio']:.2f}x (target ≤ {r['target']}x): {'met' if r['met'] else 'NOT met'}. "
               f"Parallelism: {one['parallelism']}.", "",
+              *([r["note"], ""] if r.get("note") else []),
               "| seed | test accuracy alone | as a member | wall s alone |", "|---|---|---|---|"]
     lines += [f"| {s['seed']} | {s['test_accuracy']:.4f} | {m['test_accuracy']:.4f} | {s['wall_s']:.1f} |"
               for s, m in zip(separate, one["members"])]

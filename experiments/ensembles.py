@@ -62,6 +62,8 @@ def to_markdown(results: dict) -> str:
       m, v = e["member_test_accuracy"], e["member_valid_accuracy"]
       lines.append(f"| {','.join(map(str, e['seeds']))} | {e['ensemble_test_accuracy']:.4f} | "
                    f"{m['mean']:.4f} ± {m['std']:.4f} | {v['mean']:.4f} | {e['wall_s']:.0f} |")
+    if r.get("note"):
+      lines += ["", r["note"]]
     accs = [e["ensemble_test_accuracy"] for e in r["ensembles"]]
     walls = [e["wall_s"] for e in r["ensembles"]]
     lines += ["", f"Ensembles: {statistics.mean(accs):.4f} mean, {min(accs):.4f} lowest; wall "
