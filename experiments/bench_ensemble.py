@@ -78,7 +78,7 @@ def processes_against_one(part: str, data_dir) -> dict:
   one = {"wall_s": wall, "train_s": summary["train_seconds"], "members": summary["members"],
          "member_test_accuracy": summary["member_test_accuracy"], "ensemble_test_accuracy":
          summary["ensemble_test_accuracy"], "parallelism": summary["parallelism"],
-         "log": report.portable(stdout)}
+         "log": report.portable(stdout).replace(str(tmp), "$TMPDIR")}
   separate_wall = sum(r["wall_s"] for r in separate)
   # The machine's 1-minute load average at the end: above the core count, something else was running.
   result = {"load_average_at_end": round(os.getloadavg()[0], 2),"preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,

@@ -45,7 +45,8 @@ def train_ensemble(model: str, dataset: str, seeds, extra) -> dict:
           "member_test_accuracy": summary["member_test_accuracy"],
           "member_valid_accuracy": summary["member_valid_accuracy"],
           "members": summary["members"], "parallelism": summary["parallelism"],
-          "data_source": report.portable(summary["data_source"]), "log": report.portable(out.stdout)}
+          "data_source": report.portable(summary["data_source"]).replace(tmp, "$TMPDIR"),
+          "log": report.portable(out.stdout).replace(tmp, "$TMPDIR")}
 
 
 def to_markdown(results: dict) -> str:
