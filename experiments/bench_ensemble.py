@@ -81,7 +81,8 @@ def processes_against_one(part: str, data_dir) -> dict:
          "log": report.portable(stdout).replace(str(tmp), "$TMPDIR")}
   separate_wall = sum(r["wall_s"] for r in separate)
   # The machine's 1-minute load average at the end: above the core count, something else was running.
-  result = {"load_average_at_end": round(os.getloadavg()[0], 2),"preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,
+  result = {"load_average_at_end": round(os.getloadavg()[0], 2),
+            "preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,
             "separate_wall_s": round(separate_wall, 2), "ratio": round(wall / separate_wall, 3), "target": target,
             "met": wall / separate_wall <= target}
   print(json.dumps({k: v for k, v in result.items() if k not in ("separate", "one_process")}), flush=True)
