@@ -1,4 +1,4 @@
-"""Many models as one: the members of an ensemble, stacked along a leading axis and run with `jax.vmap`.
+"""Many models as one: the members of an ensemble, stacked along a leading axis and mapped over together.
 
 Synopsis:
   jaxmnist train --model=cnn_fast --seeds=10        # ten members, one compiled program
@@ -8,9 +8,9 @@ Synopsis:
 
 A stacked train state is the members' TrainStates with one more leading axis, so the epoch, the
 evaluation and the checkpoint are the single model's, mapped over the members (`over_members`: vmapped
-on a GPU or TPU, one member after another on a CPU, in one compiled program either way). Every member draws its split, its
-initialisation, its shuffling, dropout and augmentation from its own seed exactly as `--seed=s` does
-alone; the members only share the compiled program and the data on the device.
+on a GPU or TPU, one member after another on a CPU, in one compiled program either way). Every member
+draws its split, its initialisation, its shuffling, dropout and augmentation from its own seed exactly
+as `--seed=s` does alone; the members only share the compiled program and the data on the device.
 
 An ensemble's logits are log(mean_k softmax(logits_k)): their softmax is the mean of the members'
 probabilities, so predict, serve, evaluate and export treat an ensemble as one model.
@@ -40,6 +40,12 @@ def over_members(fn, in_axes, at_once: int | None = None):
     member_args = tuple(arg for arg, axis in zip(args, axes) if axis == 0)
     return jax.lax.map(one, member_args, batch_size=at_once if at_once > 1 else None)
   return mapped
+
+
+def eval_batch_size(batch_size: int, num_members: int, at_once: int | None) -> int:
+  """The evaluation batch of each member: vmapped members (at_once None) share `batch_size` examples per
+  step, so that they need one model's memory; members mapped one after another each take all of it."""
+  return -(-batch_size // max(1, num_members if at_once is None else 1))
 
 
 def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array, unrolled: bool = False) -> jax.Array:

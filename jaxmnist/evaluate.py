@@ -31,18 +31,18 @@ def split_logits(trained: train_state.Trained, images_NxHxWxC, indices_M) -> np.
   `indices_KxM` when given one split per member; vmapped members K times fewer examples at a time, so in
   one model's memory)."""
   at_once = parallel.members_at_once(trained.config, parallel.make_mesh())  # as load_trained placed them
-  vmapped = len(trained.seeds) if at_once is None else 1
-  logits_fn = partial(steps.eval_logits, batch_size=-(-trained.config.eval_batch_size // max(1, vmapped)),
-                      apply_fn=trained.model.apply)
+  logits_fn = partial(steps.eval_logits, apply_fn=trained.model.apply,
+                      batch_size=ensemble.eval_batch_size(trained.config.eval_batch_size, len(trained.seeds), at_once))
   if trained.seeds:
     logits_fn = ensemble.over_members(logits_fn, (0, None, 0 if np.ndim(indices_M) == 2 else None), at_once)
   return np.asarray(jax.jit(logits_fn)(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
 
 
-def member_report(trained: train_state.Trained, member_logits_KxNxC, labels_N, member_valid) -> dict:
+def member_report(trained: train_state.Trained, member_logits_KxNxC, ensemble_logits_NxC, labels_N,
+                  member_valid) -> dict:
   """Each member's accuracies, and how often the members disagree on the test set."""
   predictions_KxN = member_logits_KxNxC.argmax(-1)
-  agreeing_N = ensemble.members_agreeing(member_logits_KxNxC, np.asarray(ensemble.combine(member_logits_KxNxC)))
+  agreeing_N = ensemble.members_agreeing(member_logits_KxNxC, ensemble_logits_NxC)
   return {
       "members": [{"member": k, "seed": seed, "test_accuracy": float(np.mean(predictions_KxN[k] == labels_N)),
                    "valid_accuracy": member_valid[k] if member_valid else None}
@@ -115,7 +115,7 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
       valid_logits = split_logits(trained, mnist.train_images, np.stack(valid_splits))
       member_valid = [float(np.mean(logits.argmax(-1) == mnist.train_labels[indices]))
                       for logits, indices in zip(valid_logits, valid_splits)]
-    members = member_report(trained, member_logits, mnist.test_labels, member_valid)
+    members = member_report(trained, member_logits, test_logits, mnist.test_labels, member_valid)
   elif len(valid_splits[0]):
     valid = split_report(split_logits(trained, mnist.train_images, valid_splits[0]),
                          mnist.train_labels[valid_splits[0]], names)

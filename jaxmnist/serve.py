@@ -12,8 +12,8 @@ Three fixed routes and nothing else:
                      that the model was given.
   POST /api/predict  a PNG or JPEG body -> {"digit" (the class index), "class" (its name), "probabilities",
                      "image" (28 rows of 28 ints), "ms"}; an ensemble's run adds "members" and
-                     "members_agreeing" (how many members pick that class). The picture goes through `preprocess.to_mnist`,
-                     as in `jaxmnist predict`.
+                     "members_agreeing" (how many members pick that class). The picture goes
+                     through `preprocess.to_mnist`, as in `jaxmnist predict`.
   GET  /api/health   the model, run directory, checkpoint epoch, summary.json's test accuracy, and the run's
                      dataset with its class names (the page labels its bars with them).
 

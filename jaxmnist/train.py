@@ -163,8 +163,8 @@ def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
   split_batches = mesh.size > 1 and not parallel.spreads_members(config, mesh)
   # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change. Vmapped
   # members evaluate that many examples between them, so they need one model's memory.
-  vmapped = len(config.seeds) if parallel.members_at_once(config, mesh) is None else 1
-  per_step = -(-config.eval_batch_size // max(1, vmapped))
+  at_once = parallel.members_at_once(config, mesh)
+  per_step = ensemble.eval_batch_size(config.eval_batch_size, len(config.seeds), at_once)
   eval_batch_size = -(-per_step // mesh.size) * mesh.size
   count = partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=apply_fn,
                   sharding=parallel.batch_sharding(mesh) if split_batches else None)
@@ -172,7 +172,6 @@ def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
   if not config.seeds:
     count_correct = jax.jit(count)
     return count_correct, lambda variables: count_correct(variables, *test)
-  at_once = parallel.members_at_once(config, mesh)
   logits_of = ensemble.over_members(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=apply_fn),
                                     (0, None, None), at_once)
   count_test = jax.jit(lambda variables, images, labels, indices: ensemble.test_counts(
