@@ -53,7 +53,19 @@ def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) 
   (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
   """
   init = _seeded_init_fn(config, model, optimizer, image_shape)
-  return jax.jit(init, out_shardings=parallel.state_sharding(config, mesh))(_init_keys(config))
+  return jax.jit(init, out_shardings=parallel.state_sharding(config, mesh),
+                 compiler_options=run_once_compiler_options())(_init_keys(config))
+
+
+def run_once_compiler_options() -> dict | None:
+  """XLA options for a program that runs once: on the CPU, LLVM's lighter optimisation (level 1 of 3).
+
+  The initialisers' random-number code is long, and LLVM spent 1.9 s of a 16 s `jaxmnist train
+  --model=cnn_fast` optimising it (0.7 s at level 1) for a program that then runs for 4 ms. Level 1
+  gave bit-identical parameters for cnn_fast, cnn_995, cnn_wide and mlp3 (level 0 did not);
+  experiments/first_run.py measures it. Other backends keep their defaults.
+  """
+  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
 def abstract_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape):
