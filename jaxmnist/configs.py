@@ -36,7 +36,10 @@ class Config:
   valid_fraction: float = 0.2  # the post holds out a random 20% of the 60k; 0 trains on all 60k (no validation)
   seed: int = 0  # drives the split, the initialisation and the shuffling
   init: str = "torch"  # "torch": nn.Linear's uniform(+-1/sqrt(fan_in)); "flax": lecun_normal, zero bias
-  eval_batch_size: int = 2000  # evaluation chunk; any value gives the same accuracy
+  # Evaluation chunk; any value gives the same accuracy. 250 keeps a CNN's activations in the CPU's cache:
+  # on a 2-core EPYC the 10,000 test images took cnn_fast 0.58 s against 1.24 s in chunks of 2,000
+  # (cnn_995 0.63 s against 1.32 s, mlp3 0.034 s against 0.059 s); 250 divides 10,000 and 12,000.
+  eval_batch_size: int = 250
   # "scan": the whole epoch in one jit (fastest for these MLPs on CPU; no per-step dispatch on GPU/TPU);
   # "python": a Python loop over one jitted step. Same updates; experiments/bench.py measures both.
   loop: str = "scan"
