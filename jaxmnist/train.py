@@ -153,12 +153,12 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
     say(f"resuming from the {checkpoint.describe(restored)} of {config.epochs}")
   else:
     state = train_state.init_train_state(config, model, optimizer, mesh, image_shape)
-  count_correct, count_test = _evaluation_fns(config, model.apply, mesh, arrays)
+  count_correct, count_test = _evaluation_fns(config, model, mesh, arrays)
   return Training(arrays=arrays, train_epoch=make_epoch_fn(config, model.apply, optimizer, mesh),
                   count_correct=count_correct, count_test=count_test, data_info=data_info, state=state, rows=rows)
 
 
-def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
+def _evaluation_fns(config: Config, model, mesh: Mesh, arrays: dict):
   """The compiled validation count, and the test count (an ensemble's: each member's and the ensemble's)."""
   split_batches = mesh.size > 1 and not parallel.spreads_members(config, mesh)
   # Evaluation batches are rounded up to split evenly over the devices; accuracy does not change. Vmapped
@@ -166,18 +166,27 @@ def _evaluation_fns(config: Config, apply_fn, mesh: Mesh, arrays: dict):
   at_once = parallel.members_at_once(config, mesh)
   per_step = ensemble.eval_batch_size(config.eval_batch_size, len(config.seeds), at_once)
   eval_batch_size = -(-per_step // mesh.size) * mesh.size
-  count = partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=apply_fn,
+  count = partial(steps.count_correct, batch_size=eval_batch_size, apply_fn=model.apply,
                   sharding=parallel.batch_sharding(mesh) if split_batches else None)
-  test = (arrays["test_images"], arrays["test_labels"], arrays["test_indices"])
+  count_correct = jax.jit(ensemble.over_members(count, (0, None, None, 0), at_once) if config.seeds else count)
+  images, labels, indices = arrays["test_images"], jnp.asarray(arrays["test_labels"]), arrays["test_indices"]
+  if mesh.size == 1:
+    # The evaluation report's own program, called as it calls it (jaxmnist.evaluate.split_logits, from host
+    # arrays): the report that follows in this process finds it compiled.
+    program = evaluate.logits_program(model, config.eval_batch_size, len(config.seeds), at_once, False)
+    host_images, host_indices, host_labels = jax.device_get((images, indices, labels))
+    test_logits = lambda variables: program(variables, jnp.asarray(host_images), jnp.asarray(host_indices))
+    if config.seeds:
+      counts = jax.jit(ensemble.test_counts)
+      return count_correct, lambda variables: counts(test_logits(variables), labels)
+    return count_correct, lambda variables: int(np.sum(np.asarray(test_logits(variables)).argmax(-1) == host_labels))
   if not config.seeds:
-    count_correct = jax.jit(count)
-    return count_correct, lambda variables: count_correct(variables, *test)
-  logits_of = ensemble.over_members(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=apply_fn),
+    return count_correct, lambda variables: count_correct(variables, images, labels, indices)
+  logits_of = ensemble.over_members(partial(steps.eval_logits, batch_size=eval_batch_size, apply_fn=model.apply),
                                     (0, None, None), at_once)
   count_test = jax.jit(lambda variables, images, labels, indices: ensemble.test_counts(
-      logits_of(variables, images, indices), jnp.asarray(labels)[indices]))
-  count_members = jax.jit(ensemble.over_members(count, (0, None, None, 0), at_once))
-  return count_members, lambda variables: count_test(variables, *test)
+      logits_of(variables, images, indices), labels[indices]))
+  return count_correct, lambda variables: count_test(variables, images, labels, indices)
 
 
 def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mnist, progress: bool, say):
