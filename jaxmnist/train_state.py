@@ -63,7 +63,7 @@ def run_once_compiler_options() -> dict | None:
   The initialisers' random-number code is long, and LLVM spent 1.9 s of a 16 s `jaxmnist train
   --model=cnn_fast` optimising it (0.7 s at level 1) for a program that then runs for 4 ms. Level 1
   gave bit-identical parameters for cnn_fast, cnn_995, cnn_wide and mlp3 (level 0 did not);
-  experiments/first_run.py measures it. Other backends keep their defaults.
+  experiments/bench_speed.py measures the first run. Other backends keep their defaults.
   """
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
