@@ -49,6 +49,23 @@ from jaxmnist import data
 print(data.load_mnist('dir', '.gpu_data/mnist').source)
 print(data.load_mnist('dir', '.gpu_data/fashion', dataset='fashion_mnist').source)"
 
+# 6. Speed, defined here and run last, or alone with PARTS=speed (about 3 minutes): a cnn_fast epoch
+#   <= 0.5x the H100's 70 ms with fewer kernel launches, stated with a profile; the whole process warm
+#   <= 3 s. The epoch as it is, then with the scan's body captured as CUDA graphs (XLA's command buffers).
+speed() {
+  step speed_profile 120 python experiments/profile_step.py --model=cnn_fast --out="$results"
+  mkdir -p "$results/epoch_default" "$results/epoch_graphs"
+  step speed_epoch_default 90 python experiments/bench_fast.py --no-torch --parts=profile \
+    --data-dir=.gpu_data/mnist --out="$results/epoch_default"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONDITIONAL,WHILE \
+--xla_gpu_graph_min_graph_size=1" step speed_epoch_graphs 90 python experiments/bench_fast.py --no-torch \
+    --parts=profile --data-dir=.gpu_data/mnist --out="$results/epoch_graphs"
+  step speed_warm_process 90 bash -c 'TIMEFORMAT="whole process: %R s"; for i in 1 2 3; do time python -m \
+    jaxmnist.train --model=cnn_fast --valid-fraction=0 --checkpoint-every=0 --no-evaluate --no-progress \
+    --workdir="$0/warm$i" > /dev/null; done' "$work"
+}
+if [ "${PARTS:-all}" = speed ]; then speed; echo "=== done $(date +%T)" >> "$log"; exit 0; fi
+
 # 0. Many models in one program (issue: 10 cnn_fast members' epoch <= 2x one member's on the same card).
 step bench_ensemble 90 python experiments/bench_ensemble.py --parts=epoch --members="$seeds" \
   --data-dir=.gpu_data/mnist --out="$results"
@@ -84,5 +101,6 @@ step bench 60 python experiments/bench.py --no-torch --epochs="$bench_epochs" --
 step mlp3_400 30 python -m jaxmnist.train --model=mlp3 --epochs="$mlp3_epochs" --no-progress \
   --checkpoint-every=0 --no-evaluate --workdir="$work/mlp3"
 cp "$work/mlp3/summary.json" "$results/mlp3-400-summary.json" 2>/dev/null
+speed
 pack
 echo "=== done $(date +%T)" >> "$log"

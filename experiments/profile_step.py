@@ -133,10 +133,11 @@ def op_times(jitted, args, steps: int = 1, param_sizes: set = frozenset(), per: 
     with gzip.open(trace_file) as f:
       events = json.load(f)
   events = events["traceEvents"] if isinstance(events, dict) else events
-  total_us = collections.Counter()
+  total_us, launches = collections.Counter(), 0
   for event in events:
     if event.get("ph") == "X" and event.get("name") in module["instructions"]:
       total_us[event["name"]] += event["dur"]
+      launches += 1
   ops = []
   for name, us in total_us.items():
     instruction = module["instructions"][name]
@@ -145,7 +146,9 @@ def op_times(jitted, args, steps: int = 1, param_sizes: set = frozenset(), per: 
                 "flops": _dot_flops(instruction, module), "bytes": _bytes_of(instruction, module["instructions"]),
                 "op_name": instruction["op_name"]})
   ops.sort(key=lambda op: -op["ms"])
-  return {"wall_ms": wall_ms, "ops_ms": sum(op["ms"] for op in ops), "ops": ops}
+  # On a GPU the named events are the kernels XLA emitted (library kernels, cuBLAS's, carry other names).
+  return {"wall_ms": wall_ms, "ops_ms": sum(op["ms"] for op in ops), "ops": ops,
+          "named_events_per_step": launches / steps / per}
 
 
 def peaks() -> dict:
@@ -201,7 +204,7 @@ def summarize(profile: dict) -> dict:
   rows = []
   for (layer, part), group in sorted(groups.items(), key=lambda item: -item[1]["ms"]):
     seconds = max(group["ms"], 1e-6) / 1000
-    rows.append({"layer": layer, "part": part, **group, "share": group["ms"] / profile["ops_ms"],
+    rows.append({"layer": layer, "part": part, **group, "share": group["ms"] / max(profile["ops_ms"], 1e-9),
                  "flop_per_s": group["flops"] / seconds, "bytes_per_s": group["bytes"] / seconds})
   return {"rows": rows}
 
@@ -212,7 +215,8 @@ def to_markdown(name: str, batch_size: int, profile: dict, summary: dict, machin
            f"({os.cpu_count()} cores); jax {jax.__version__}", "",
            f"Command: `python experiments/profile_step.py --model={name}`. Batch {batch_size}, the step inside the "
            f"epoch's scan. Load average at the start: {load}. One step: {profile['wall_ms']:.1f} ms wall unprofiled; "
-           f"the profiled ops sum to {profile['ops_ms']:.1f} ms. Peaks measured here: float32 matmul "
+           f"the profiled ops sum to {profile['ops_ms']:.1f} ms ({profile['named_events_per_step']:.0f} of them per step). "
+           f"Peaks measured here: float32 matmul "
            f"{machine['matmul_flop_per_s'] / 1e9:.0f} GFLOP/s, an elementwise op over 256 MB (memory, not cache) "
            f"{machine['copy_bytes_per_s'] / 1e9:.1f} GB/s read and written.", "",
            "Ops that XLA hands to Eigen's thread pool (the `dot.N` weight gradients) return before their work is "
@@ -250,7 +254,8 @@ def main():
   (out / f"profile_{args.model}-{device}.md").write_text(text)
   (out / f"profile_{args.model}-{device}.json").write_text(json.dumps(
       {"date": str(datetime.date.today()), "load": load, "machine": machine, "wall_ms": profile["wall_ms"],
-       "ops_ms": profile["ops_ms"], "groups": summary["rows"],
+       "ops_ms": profile["ops_ms"], "named_events_per_step": profile["named_events_per_step"],
+       "groups": summary["rows"],
        "ops": [{k: v for k, v in op.items()} for op in profile["ops"]]}, indent=1))
 
 
