@@ -134,7 +134,7 @@ def run(args) -> tuple[list[str], bool]:
   load_before = os.getloadavg()[0]
   with tempfile.TemporaryDirectory() as xla_cache:
     start = time.perf_counter()
-    with serving.Server(args.run_dir, xla_cache) as server:
+    with serving.Server(args.run_dir, xla_cache, "--workers", str(args.workers)) as server:
       started = time.perf_counter() - start
       client = Client(server)
       first = client.send(requests[0])
@@ -151,7 +151,7 @@ def run(args) -> tuple[list[str], bool]:
   lines = [
       f"# `jaxmnist serve` under load ({datetime.date.today()}, {report.cpu_name()}, {os.cpu_count()} cores)", "",
       f"Command: `python experiments/serve_load.py RUN_DIR --requests={args.requests} "
-      f"--concurrency={args.concurrency}`, RUN_DIR a `{health['model']}` run (checkpoint of epoch "
+      f"--concurrency={args.concurrency} --workers={args.workers}`, RUN_DIR a `{health['model']}` run (checkpoint of epoch "
       f"{health['checkpoint_epoch']}, test accuracy {health['test_accuracy']}); server and client on the same "
       f"machine, over loopback. Load average when it started: {load_before:.1f} (this machine is shared).", "",
       f"- start-up (`jaxmnist serve` until it prints the URL: imports, checkpoint, compile, warm-up): {started:.1f} s",
@@ -180,6 +180,7 @@ def main():
   parser.add_argument("run_dir")
   parser.add_argument("--requests", type=int, default=1000)
   parser.add_argument("--concurrency", type=int, default=4)
+  parser.add_argument("--workers", type=int, default=2, help="`jaxmnist serve --workers`: its processes")
   parser.add_argument("--sequential", type=int, default=200, help="then this many one at a time")
   parser.add_argument("--target-p50-ms", type=float, default=20.0)
   parser.add_argument("--cache-dir", help="where MNIST is cached (default: jaxmnist's)")
