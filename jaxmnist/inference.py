@@ -111,10 +111,13 @@ def write(run_dir, key: dict | None, outputs_of: Outputs, epoch: int) -> bool:
     return False
   batch, = export.symbolic_shape("b")
   images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), np.uint8)
-  exported = export.export(jax.jit(outputs_of), platforms=(key["platform"],))(images_spec)
   try:
+    exported = export.export(jax.jit(outputs_of), platforms=(key["platform"],))(images_spec)
     payload = bytes(exported.serialize())
-  except ImportError:  # jax.export serializes with flatbuffers, which jax does not install
+  except Exception:  # pylint: disable=broad-except
+    # No flatbuffers (jax.export serializes with it; jax does not install it), or a model an experiment
+    # added that cannot be lowered with a symbolic batch (every built-in one can): the answer is computed
+    # anyway, only not cached.
     return False
   header = {"key": key, "epoch": epoch, "sha256": hashlib.sha256(payload).hexdigest()}
   blob = json.dumps(header).encode() + b"\n" + payload
