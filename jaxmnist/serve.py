@@ -32,7 +32,7 @@ second and 1 thread 121), but neither does a lock help, and the loop stays respo
 Why `--workers N`: one process runs Python for one request at a time (the GIL), and a request holds it
 for most of its ~5 ms (decoding, preprocessing, HTTP). N - 1 more processes, each with its own copy of
 the model, accept connections from the same listening socket, so N requests run at once on N cores;
-on the 2-core EPYC with the load client beside it, 2 workers answered 4 at a time ~1.4x faster than 1
+on the 2-core EPYC with the load client beside it, 2 workers answered 4 at a time 1.2-1.4x as fast as 1
 (experiments/serve_load.py). Batching requests that arrive together would save less: the forward
 pass of one drawing takes 0.3 ms. Each extra worker watches this process and stops when it ends.
 
