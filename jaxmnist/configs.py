@@ -23,6 +23,9 @@ LOOPS = ("scan", "python")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "onecycle_torch", "cosine")
 AUGMENTATIONS = ("none", "shift", "affine", "flip", "erase")  # the base names; a config may join them with "+"
+# jaxmnist.models.MODELS' own names, so that reading a run's config.json back (every command that takes a
+# RUN_DIR) needs no flax; a name outside them is looked up in that registry, which experiments may extend.
+MODEL_NAMES = ("linear", "mlp2", "mlp3", "cnn", "cnn_wide", "resnet", "cnn_mid", "cnn_fast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +172,12 @@ def augment_problem(augment: str) -> str | None:
 
 def config_problems(config: Config) -> list[str]:
   """What in `config` cannot train, one phrase each; empty when it can. Needs no data."""
-  from jaxmnist import models  # pylint: disable=g-import-not-at-top  (flax: only for a config that is used)
-
   problems = []
-  if config.model not in models.MODELS:  # a registry: experiments may add architectures to it
-    problems.append(_unknown("model", config.model, models.MODELS))
+  if config.model not in MODEL_NAMES:
+    from jaxmnist import models  # pylint: disable=g-import-not-at-top  (flax, for a name outside MODEL_NAMES)
+
+    if config.model not in models.MODELS:  # a registry: experiments may add architectures to it
+      problems.append(_unknown("model", config.model, models.MODELS))
   if not config.learning_rate > 0 or not math.isfinite(config.learning_rate):
     problems.append(f"the learning rate must be a positive number, got {config.learning_rate}")
   if config.epochs < 1:

@@ -179,13 +179,14 @@ def _flatten(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def mnist_layout(gray_HxW: np.ndarray, name: str = UPLOAD_NAME) -> np.ndarray:
   """Turns a greyscale picture of one digit (0..255, any polarity) into MNIST's uint8 [28, 28, 1]."""
   ink_HxW = ink_on_black(gray_HxW)
-  peak = float(_box3(ink_HxW).max())  # a 3x3 mean, so that a lone hot pixel does not set the scale
+  mean3_HxW = _box3(ink_HxW)
+  peak = float(mean3_HxW.max())  # a 3x3 mean, so that a lone hot pixel does not set the scale
   if peak < MIN_CONTRAST:
     raise UserError(
         f"{name} shows no digit: it is blank or nearly uniform (the darkest and lightest parts differ "
         f"by {peak:.0f} of 255). Draw or photograph one digit with clear contrast, dark on light or "
         f"light on dark, and retry.")
-  rows, cols = ink_bounding_box(ink_HxW, INK_FRACTION * peak)
+  rows, cols = ink_bounding_box(ink_HxW, INK_FRACTION * peak, mean3_HxW)
   # The faint edges inside the box stay: they are the antialiasing that MNIST's digits have too.
   digit = np.where(ink_HxW > NOISE_FRACTION * peak, ink_HxW, 0)[rows, cols]
   return centre_in_field(fit_in_box(digit))[..., None]
@@ -235,13 +236,15 @@ def _quadratic_terms(y_H: np.ndarray, x_W: np.ndarray) -> np.ndarray:
   return np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], -1)
 
 
-def ink_bounding_box(ink_HxW: np.ndarray, threshold: float) -> tuple[slice, slice]:
+def ink_bounding_box(ink_HxW: np.ndarray, threshold: float, mean3_HxW: np.ndarray | None = None) -> tuple[slice, slice]:
   """The rows and columns holding ink: pixels above threshold whose 3x3 neighbourhood is too.
 
   Asking the neighbourhood as well ignores isolated specks (dust, sensor noise) that would otherwise
-  stretch the box, yet keeps the box tight around strokes two pixels wide or more.
+  stretch the box, yet keeps the box tight around strokes two pixels wide or more. `mean3_HxW`:
+  `_box3(ink_HxW)`, where the caller has it already.
   """
-  inked = (ink_HxW > threshold) & (_box3(ink_HxW) > threshold)
+  mean3_HxW = _box3(ink_HxW) if mean3_HxW is None else mean3_HxW
+  inked = (ink_HxW > threshold) & (mean3_HxW > threshold)
   if not inked.any():  # only isolated specks: fall back to every pixel above the threshold
     inked = ink_HxW > threshold
   row_indices, col_indices = np.nonzero(inked.any(1))[0], np.nonzero(inked.any(0))[0]
@@ -287,7 +290,24 @@ def centre_of_mass(image_HxW: np.ndarray) -> tuple[float, float]:
 
 
 def _box3(image_HxW: np.ndarray) -> np.ndarray:
-  """The 3x3 mean of each pixel (zero outside the image)."""
-  padded = np.pad(image_HxW, 1)
+  """The 3x3 mean of each pixel (zero outside the image).
+
+  Computed only around the nonzero pixels (a drawing's ink covers a small part of its canvas; the mean
+  is 0 farther out), adding the nine neighbours in place, in one fixed order: the same numbers as the
+  whole image's sum, in a third of the time for a canvas.
+  """
+  rows, cols = np.flatnonzero(image_HxW.any(1)), np.flatnonzero(image_HxW.any(0))
+  mean3_HxW = np.zeros(image_HxW.shape, np.result_type(image_HxW.dtype, np.float32))
+  if not rows.size:
+    return mean3_HxW
   height, width = image_HxW.shape
-  return sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9
+  # A pixel of margin around the nonzero ones: every pixel whose neighbourhood holds any of them.
+  around = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)))
+  part = image_HxW[around]
+  padded = np.pad(part, 1)
+  part_height, part_width = part.shape
+  total = padded[:part_height, :part_width].astype(mean3_HxW.dtype)
+  for dy, dx in [(dy, dx) for dy in range(3) for dx in range(3)][1:]:
+    total += padded[dy:dy + part_height, dx:dx + part_width]
+  mean3_HxW[around] = total / 9
+  return mean3_HxW

@@ -146,7 +146,8 @@ def _train_tiny(tmp_path_factory, name: str, *extra_args) -> TrainedRun:
 @pytest.fixture(scope="session")
 def tiny_cli_run(tmp_path_factory) -> TrainedRun:
   """The `tiny` preset trained once per session through the CLI, evaluation included (a few seconds).
-  Tests read it and never write into it: a test that changes a run copies it first."""
+  Tests read it and never write into it (but for the inference cache that `predict` leaves, which changes no
+  answer): a test that changes a run copies it first."""
   return _train_tiny(tmp_path_factory, "tiny-run")
 
 

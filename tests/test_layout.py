@@ -65,6 +65,14 @@ def test_the_command_and_its_flags_load_no_jax():
   assert not loaded & {"jax", "jaxlib", "flax", "optax", "orbax", "chex", "tensorflow_datasets"}, loaded
 
 
+def test_reading_a_runs_config_back_loads_no_jax():  # every RUN_DIR command does it before anything else
+  code = ("import json, tempfile, pathlib; from jaxmnist import configs, runs; d = pathlib.Path(tempfile.mkdtemp()); "
+          "(d / 'config.json').write_text(json.dumps(configs.config_to_dict(configs.PRESETS['cnn_fast']))); "
+          "runs.read_config(d)")
+  loaded = _modules_loaded_by(code)
+  assert not loaded & {"jax", "jaxlib", "flax", "optax", "orbax", "chex"}, loaded
+
+
 @pytest.mark.parametrize("module, mentions", [("jaxmnist", "a page to draw digits on"),
                                               ("jaxmnist.train", "--resume RUN_DIR")])
 def test_python_dash_m_is_the_command(module, mentions):
@@ -85,6 +93,7 @@ def test_a_mistyped_subcommand_is_one_paragraph(capsys):
 
 def test_every_augmentation_and_init_a_config_may_name_exists():
   assert tuple(augment.AUGMENTATIONS) == configs.AUGMENTATIONS
+  assert tuple(models.MODELS) == configs.MODEL_NAMES
   for init in configs.INIT_SCHEMES:
     models.build_model("linear", init)  # raises for a scheme models does not know
 

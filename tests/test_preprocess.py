@@ -240,3 +240,20 @@ def test_a_truncated_png(digits_Nx28x28, tmp_path):
   path = tmp_path / "cut.png"
   path.write_bytes(data_bytes[:len(data_bytes) // 2])
   _raises_naming(path, str(path), words=("damaged or truncated",))
+
+
+@pytest.mark.parametrize("where", ["a stroke in the middle", "ink at the corners", "nothing", "everywhere"])
+def test_the_3x3_mean_around_the_ink_is_the_whole_images_to_the_bit(where):
+  # _box3 sums only around the nonzero pixels; the digit's box and peak must not move by one ulp for it.
+  rng = np.random.default_rng(0)
+  image = np.zeros((60, 80), np.float32)
+  if where == "a stroke in the middle":
+    image[20:40, 30:34] = rng.uniform(0, 255, (20, 4))
+  elif where == "ink at the corners":
+    image[0, 0], image[-1, -1], image[0, -2:] = 255, 17.5, rng.uniform(0, 255, 2)
+  elif where == "everywhere":
+    image = rng.uniform(0, 255, image.shape).astype(np.float32)
+  padded = np.pad(image, 1)
+  whole = sum(padded[dy:dy + 60, dx:dx + 80] for dy in range(3) for dx in range(3)) / 9
+  mean3 = preprocess._box3(image)  # pylint: disable=protected-access
+  assert mean3.dtype == whole.dtype and np.array_equal(mean3, whole)
