@@ -35,3 +35,23 @@ def test_training_flops_count_matches_hand_count():
   assert bench.training_flops_per_example(()) == 4 * 7840
   # mlp3: 3 * 2 * (235200 + 15000 + 500) minus the first layer's input gradient (2 * 235200).
   assert bench.training_flops_per_example((300, 50)) == 6 * 250700 - 2 * 235200
+
+
+def test_step_profile_names_each_layer_and_part_and_counts_dot_flops():
+  """experiments/profile_step.py on a small MLP's real scan: XLA's profile events map to the compiled ops,
+  each op to its layer and its part of the step, and every dense layer's forward matmul is counted at
+  exactly 2 x batch x fan-in x fan-out FLOPs."""
+  sys.path.insert(0, str(REPO_ROOT / "experiments"))
+  import profile_step  # pylint: disable=g-import-not-at-top
+
+  batch, num_steps = 32, 3
+  epoch, epoch_args, param_sizes = profile_step.scan_of_steps("mlp2", batch, num_steps)
+  profile = profile_step.op_times(epoch, epoch_args, 1, param_sizes, per=num_steps)
+  assert profile["ops"] and profile["ops_ms"] > 0 and profile["named_events_per_step"] >= 1
+  parts = {(op["layer"], op["part"]) for op in profile["ops"]}
+  assert {("dense0", "forward"), ("dense1", "forward"), ("dense1", "data gradient")} <= parts, parts
+  assert any(part == "weight gradient" for _, part in parts), parts
+  forward_flops = {op["layer"]: op["flops"] for op in profile["ops"] if op["part"] == "forward" and op["flops"]}
+  assert forward_flops == {"dense0": 2 * batch * 784 * 30, "dense1": 2 * batch * 30 * 10}, forward_flops
+  rows = profile_step.summarize(profile)["rows"]
+  assert abs(sum(row["share"] for row in rows) - 1.0) < 1e-6
