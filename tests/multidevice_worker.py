@@ -1,8 +1,13 @@
 """Runs in a subprocess with 8 simulated CPU devices (XLA_FLAGS set by tests/test_parallel.py) and
 prints, as JSON, what the tests assert on. A subprocess, because the device count is fixed when
-the first JAX computation starts."""
+the first JAX computation starts.
 
+  python tests/multidevice_worker.py FOLDER   # FOLDER: where its `jaxmnist train` runs write (cli_runs)
+"""
+
+import contextlib
 import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -15,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jaxmnist import configs, data, ensemble, loops, models, parallel, steps, train_state  # noqa: E402
 from jaxmnist.configs import PRESETS  # noqa: E402
 from jaxmnist.optimizer import make_optimizer  # noqa: E402
-from tests.conftest import make_separable  # noqa: E402
+from tests.conftest import make_separable, write_idx_dir  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -77,6 +82,28 @@ def ensemble_reports(mesh8, mesh1, sizes=(8, 3)):
   return reports
 
 
+def cli_runs(folder: Path) -> dict:
+  """`jaxmnist train` on the toy IDX files through the CLI's own main in this process, which sees 8 devices:
+  tiny alone, tiny as an ensemble of 8, and a batch that does not split over 8 devices. One process for
+  all three (and for the rest of this worker), not a process start-up and import of jax each."""
+  from jaxmnist import cli  # pylint: disable=g-import-not-at-top
+
+  idx_dir = write_idx_dir(folder / "idx")
+  common = ["train", "--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny"]
+  runs = {"tiny": [f"--workdir={folder / 'tiny'}"], "ensemble_of_8": ["--seeds=8", f"--workdir={folder / 'ensemble'}"],
+          "batch_30": ["--batch-size=30", f"--workdir={folder / 'batch30'}"]}
+  results = {}
+  for name, args in runs.items():
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        cli.main(common + args)
+      except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    results[name] = {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+  return results
+
+
 def max_difference(a, b):
   return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -108,6 +135,7 @@ def main():
       "params_max_diff_python_vs_scan": max_difference(state8_python.params, state8.params),
       # 8 members spread one per device; 3 do not divide 8, so they train data parallel
       **ensemble_reports(mesh8, mesh1),
+      "cli": cli_runs(Path(sys.argv[1])),
   }))
 
 

@@ -44,12 +44,6 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tiny_cli_run):
-  with serving.Server(tiny_cli_run.run_dir, tiny_cli_run.run_dir.parent / "cache") as server:
-    yield server
-
-
-@pytest.fixture(scope="module")
 def fashion_server(tiny_fashion_cli_run):
   run_dir = tiny_fashion_cli_run.run_dir
   with serving.Server(run_dir, run_dir.parent / "cache") as server:

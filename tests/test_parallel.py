@@ -10,14 +10,21 @@ import numpy as np
 import pytest
 
 from tests import training_outcomes
-from tests.test_cli import REPO_ROOT, run_cli
+from tests.test_cli import REPO_ROOT
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 
 
 @pytest.fixture(scope="module")
-def eight_device_report():
-  result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "multidevice_worker.py")],
+def eight_devices_folder(tmp_path_factory):
+  return tmp_path_factory.mktemp("eight-devices")
+
+
+@pytest.fixture(scope="module")
+def eight_device_report(eight_devices_folder):
+  """The worker's report; its `jaxmnist train` runs (the CLI tests below) wrote into eight_devices_folder."""
+  result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "multidevice_worker.py"),
+                           str(eight_devices_folder)],
                           env={**os.environ, **EIGHT_DEVICES}, capture_output=True, text=True,
                           timeout=600, check=False)
   assert result.returncode == 0, result.stderr
@@ -62,44 +69,40 @@ def test_an_ensemble_spreads_its_members_when_they_divide_evenly(eight_device_re
   assert r["params_max_diff_vs_alone"] < 1e-5 * max(1.0, r["params_max_abs"])
 
 
+# The CLI on 8 devices: `jaxmnist train` through the CLI's main inside the 8-device worker (its cli_runs),
+# one process for all of them. tests/test_cli.py's subprocess tests show that the process's exit code and
+# paragraph are main's.
+
 def test_cli_trains_an_ensemble_spread_over_eight_devices_and_its_checkpoint_holds_every_member(
-    tmp_path, idx_dir, monkeypatch):
-  for name, value in EIGHT_DEVICES.items():
-    monkeypatch.setenv(name, value)
-  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
-                   "--seeds=8", "--workdir=run", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 0, result.stderr
-  assert "parallelism: 8 members spread over 8 devices (1 each, no communication)" in result.stdout
-  assert "ensemble: test accuracy" in result.stdout  # the report restored all 8 members onto 8 devices
+    eight_device_report, eight_devices_folder):
+  result = eight_device_report["cli"]["ensemble_of_8"]
+  assert result["returncode"] == 0, result["stderr"]
+  assert "parallelism: 8 members spread over 8 devices (1 each, no communication)" in result["stdout"]
+  assert "ensemble: test accuracy" in result["stdout"]  # the report restored all 8 members onto 8 devices
   # ... and onto this process's one device: each member's own parameters, not one device's shard
   from jaxmnist import ensemble, train_state  # pylint: disable=g-import-not-at-top
-  trained = train_state.load_trained(tmp_path / "run")
+  trained = train_state.load_trained(eight_devices_folder / "ensemble")
   kernels = [np.asarray(ensemble.member(trained.variables, k)["params"]["dense0"]["kernel"]) for k in range(8)]
   assert kernels[0].shape == (784, 300) and all(not np.array_equal(kernels[0], k) for k in kernels[1:])
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  summary = json.loads((eight_devices_folder / "ensemble" / "summary.json").read_text())
   assert len(summary["members"]) == 8 and summary["ensemble_test_accuracy"] >= 0.9
 
 
-def test_cli_trains_on_eight_devices(tmp_path, idx_dir, monkeypatch):
-  for name, value in EIGHT_DEVICES.items():
-    monkeypatch.setenv(name, value)
-  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
-                   "--workdir=run", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 0, result.stderr
-  assert "devices: 8 x cpu" in result.stdout
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+def test_cli_trains_on_eight_devices(eight_device_report, eight_devices_folder):
+  result = eight_device_report["cli"]["tiny"]
+  assert result["returncode"] == 0, result["stderr"]
+  assert "devices: 8 x cpu" in result["stdout"]
+  summary = json.loads((eight_devices_folder / "tiny" / "summary.json").read_text())
   assert summary["num_devices"] == 8
   training_outcomes.assert_clears("tiny_run", summary)
 
 
-def test_batch_that_does_not_split_over_eight_devices_is_refused(tmp_path, idx_dir, monkeypatch):
-  for name, value in EIGHT_DEVICES.items():
-    monkeypatch.setenv(name, value)
-  result = run_cli("--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny",
-                   "--batch-size=30", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 2
-  assert "does not split evenly over the 8 devices" in result.stderr and "24 or 32" in result.stderr
-  assert "Traceback" not in result.stderr
+def test_batch_that_does_not_split_over_eight_devices_is_refused(eight_device_report, eight_devices_folder):
+  result = eight_device_report["cli"]["batch_30"]
+  assert result["returncode"] == 2
+  assert "does not split evenly over the 8 devices" in result["stderr"] and "24 or 32" in result["stderr"]
+  assert "Traceback" not in result["stderr"]
+  assert not (eight_devices_folder / "batch30" / "summary.json").exists()
 
 
 def _free_port() -> int:

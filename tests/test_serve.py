@@ -34,10 +34,8 @@ def tiny_run(tiny_cli_run):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_run):
-  running = serving.Server(tiny_run, tiny_run.parent / "cache")
-  yield running
-  assert running.stop() == 130 and "stopped." in "".join(running.stderr)  # Ctrl-C: a clean stop
+def server(tiny_server):
+  return tiny_server  # conftest's, shared with tests/test_browser.py; it checks the clean stop at the session's end
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
