@@ -208,12 +208,16 @@ def main():
                  a for a in sys.argv[1:] if not a.startswith(("--torch-python", "--out"))),
              "load_start": _load()}
 
-  def save():
-    tag = jax.default_backend()
-    (out / f"bench_speed-{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / f"bench_speed-{tag}.md").write_text(to_markdown(results))
+  tmp_dir = tempfile.TemporaryDirectory()
+  tmp_name = tmp_dir.name
 
-  with tempfile.TemporaryDirectory() as tmp_name:
+  def save():  # the temporary folder is named $TMPDIR: the results name no path of this machine
+    tag = jax.default_backend()
+    portable = lambda text: text.replace(tmp_name, "$TMPDIR")
+    (out / f"bench_speed-{tag}.json").write_text(portable(json.dumps(results, indent=1)) + "\n")
+    (out / f"bench_speed-{tag}.md").write_text(portable(to_markdown(results)))
+
+  with tmp_dir:
     tmp = Path(tmp_name)
     steps_ = [("train", lambda: train_part(args.torch_python, args.seeds, args.timed_seeds)),
               ("first_run", lambda: first_run_part(args.torch_python, tmp / "first")),
