@@ -2,13 +2,14 @@
 
 import dataclasses
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import configs, loops, models, parallel, train, train_state
+from jaxmnist import configs, evaluate, loops, models, parallel, train, train_state
 from jaxmnist.configs import PRESETS
 from jaxmnist.errors import UserError
 from jaxmnist.optimizer import make_optimizer, torch_onecycle_schedule
@@ -47,6 +48,17 @@ def test_train_and_evaluate_in_process(tmp_path, loop):
   assert summary["status"] == "finished" and summary["epochs_completed"] == 3
   training_outcomes.assert_clears("tiny_run", summary)
   assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+
+
+def test_the_report_after_training_reuses_the_test_count_s_compiled_program(tmp_path, caplog):
+  """Training counts its test set with the evaluation report's own jitted program (jaxmnist.evaluate.
+  logits_program); the report that follows in the same process compiles only its validation split's."""
+  summary = training_outcomes.tiny_run(tmp_path / "run")
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    evaluation = evaluate.evaluate_run(tmp_path / "run", training_outcomes.tiny_mnist(), say=lambda *_: None)
+  compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation of jit(eval_logits)" in r.getMessage()]
+  assert len(compiled) == 1, compiled  # the 120 validation examples; the 100 test examples' program was found
+  assert evaluation["test"]["accuracy"] == summary["test_accuracy"]
 
 
 def test_unknown_loop_is_a_user_error(tiny_mnist, tmp_path):
