@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +53,6 @@ def _load() -> str:
   return open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "unknown"
 
 
-def _wall(command, env=None) -> tuple[float, str]:
-  started = time.perf_counter()
-  out = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True)
-  if out.returncode:
-    raise RuntimeError(f"{' '.join(map(str, command))} failed ({out.returncode}):\n{out.stdout[-2000:]}\n"
-                       f"{out.stderr[-3000:]}")
-  return round(time.perf_counter() - started, 2), out.stdout
-
-
 def train_part(torch_python: str, seeds: int, timed_seeds: int) -> dict:
   mnist = data.load_mnist("cache")
   out = subprocess.run([torch_python, str(REPO_ROOT / "experiments" / "torch_fast.py"),
@@ -79,7 +69,7 @@ def train_part(torch_python: str, seeds: int, timed_seeds: int) -> dict:
 
 def first_run_part(torch_python: str, tmp: Path) -> dict:
   """Whole processes; returns the run directory of the defaults run for predict and serve."""
-  seconds = {"torch": _wall([torch_python, "experiments/torch_fast.py", "--seeds=0"])[0]}
+  seconds = {"torch": bench_fast._wall([torch_python, "experiments/torch_fast.py", "--seeds=0"])[0]}
   (tmp / "second").mkdir(parents=True)
   env = bench_fast.private_cache(tmp)
   cli = [sys.executable, "-m", "jaxmnist.train", "--model=cnn_fast", "--valid-fraction=0", "--no-progress"]
@@ -87,7 +77,7 @@ def first_run_part(torch_python: str, tmp: Path) -> dict:
   for label, flags in (("defaults_cold", []), ("lean_cold", lean), ("defaults_warm", []), ("lean_warm", lean)):
     if label == "lean_cold":  # an empty cache again
       env = bench_fast.private_cache(tmp / "second")
-    seconds[label] = _wall(cli + flags + [f"--workdir={tmp / label}"], env)[0]
+    seconds[label] = bench_fast._wall(cli + flags + [f"--workdir={tmp / label}"], env)[0]
   return {"seconds": seconds, "ratio": seconds["defaults_cold"] / seconds["torch"],
           "lean_ratio": seconds["lean_cold"] / seconds["torch"], "run_dir": str(tmp / "defaults_cold"),
           "env_cache": env["JAXMNIST_CACHE_DIR"]}
@@ -106,14 +96,14 @@ def predict_part(run_dir: str, tmp: Path, cache_dir: str) -> dict:
   picture = _one_picture(tmp / "one.png")
   env = {**os.environ, "JAXMNIST_CACHE_DIR": cache_dir}
   command = [sys.executable, "-m", "jaxmnist", "predict", run_dir, str(picture)]
-  first, answer = _wall(command, env)
-  warm = [_wall(command, env)[0] for _ in range(3)]
+  first, answer = bench_fast._wall(command, env)
+  warm = [bench_fast._wall(command, env)[0] for _ in range(3)]
   return {"first_s": first, "warm_s": warm, "warm_median_s": statistics.median(warm), "answer": answer.strip()}
 
 
 def serve_part(run_dir: str, tmp: Path, cache_dir: str) -> dict:
   env = {**os.environ, "JAXMNIST_CACHE_DIR": cache_dir}
-  _, out = _wall([sys.executable, "experiments/serve_load.py", run_dir, f"--out={tmp / 'serve_load.md'}"], env)
+  _, out = bench_fast._wall([sys.executable, "experiments/serve_load.py", run_dir, f"--out={tmp / 'serve_load.md'}"], env)
   text = (tmp / "serve_load.md").read_text() if (tmp / "serve_load.md").exists() else out
   four = re.search(r"4 at a time: (\d+) requests in ([\d.]+) s \(([\d.]+) per second\).*?p50 ([\d.]+) ms", text)
   result = {"report": text}
@@ -124,13 +114,13 @@ def serve_part(run_dir: str, tmp: Path, cache_dir: str) -> dict:
 
 
 def checkpoints_part(tmp: Path) -> dict:
-  _, out = _wall([sys.executable, "experiments/checkpoint_cost.py", "--repeats=1", "--presets=cnn,cnn_fast",
+  _, out = bench_fast._wall([sys.executable, "experiments/checkpoint_cost.py", "--repeats=1", "--presets=cnn,cnn_fast",
                   f"--out={tmp}"])
   return json.loads((tmp / "checkpoint_cost.json").read_text())["results"]
 
 
 def profile_part(tmp: Path) -> dict:
-  _wall([sys.executable, "experiments/profile_step.py", "--model=cnn_fast", f"--out={tmp}"])
+  bench_fast._wall([sys.executable, "experiments/profile_step.py", "--model=cnn_fast", f"--out={tmp}"])
   device = "cpu" if jax.default_backend() == "cpu" else "gpu"
   return {"markdown": (tmp / f"profile_cnn_fast-{device}.md").read_text(),
           **json.loads((tmp / f"profile_cnn_fast-{device}.json").read_text())}
