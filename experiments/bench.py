@@ -8,7 +8,7 @@ Hardware, versions and date are written into the results. Training epochs only (
 the post's batch 256 on a 48k-example training split, float32 throughout.
 
 What is measured, per model, on the default device:
-- jaxmnist with each loop structure (`scan`: the epoch in one jit; `python`: a jitted step per batch):
+- jaxmnist's epoch (`scan`: the whole epoch in one jit, jaxmnist.programs):
   compile = first epoch minus a steady epoch; steady epoch = median of --epochs timed epochs;
   achieved FLOP/s = the model's training FLOPs per epoch (counted below) / steady epoch time.
 - peak: the best FLOP/s of a large float32 matmul on the same device, in the same run.
@@ -19,7 +19,6 @@ What is measured, per model, on the default device:
 """
 
 import argparse
-import dataclasses
 import datetime
 import importlib.util
 import json
@@ -38,7 +37,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import configs, data, loops, models, parallel, report, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, report  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist.programs import Programs  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
@@ -115,13 +115,13 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def bench_jax(name: str, loop: str, mnist: data.Mnist, train_indices, epochs: int) -> dict:
-  config = dataclasses.replace(PRESETS[name], loop=loop)  # the preset's batch size, optimizer, recipe
+def bench_jax(name: str, mnist: data.Mnist, train_indices, epochs: int) -> dict:
+  config = PRESETS[name]  # the preset's batch size, optimizer, recipe
   model = models.build_model(name)
   optimizer = make_optimizer(config, steps_per_epoch(config, len(train_indices)))
   mesh = parallel.make_mesh()
-  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
-  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
+  run = Programs(config, model, optimizer, mesh)
+  state, epoch_fn = run.init(), run.train_epoch
   images, labels = parallel.shard_dataset(mnist.train_images, mesh), parallel.shard_dataset(mnist.train_labels, mesh)
   indices = parallel.replicate(train_indices, mesh)
   holder = {"state": state}
@@ -281,7 +281,7 @@ def main():
                       for name in args.models.split(",")}))
     return
   for name in args.models.split(","):
-    per_model = {"jax": {loop: bench_jax(name, loop, mnist, train_indices, epochs) for loop in configs.LOOPS}}
+    per_model = {"jax": {"scan": bench_jax(name, mnist, train_indices, epochs)}}
     if name in models.MLP_HIDDEN_SIZES:
       matmul_s = matmul_only_epoch_s(models.MLP_HIDDEN_SIZES[name], len(train_indices),
                                      repeats=1 if args.smoke else 3)

@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxmnist import data, loops, models, parallel, report, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, programs, report  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -97,10 +97,10 @@ def epoch_times(mnist: data.Mnist, num_members: int, repeats: int = 5) -> dict:
     config = dataclasses.replace(PRESETS["cnn_fast"], valid_fraction=0.0, seeds=seeds)
     mesh = parallel.make_mesh(1)
     model = models.build_model(config.model)
-    arrays = parallel.place_data(mnist, config, mesh)
+    arrays = programs.place_data(mnist, config, mesh)
     optimizer = make_optimizer(config, steps_per_epoch(config, arrays["train_indices"].shape[-1]))
-    epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
-    state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+    run = programs.Programs(config, model, optimizer, mesh)
+    epoch_fn, state = run.train_epoch, run.init()
     times = []
     for repeat in range(repeats + 1):  # the first compiles
       started = time.perf_counter()

@@ -40,10 +40,11 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, ensemble, loops, models, parallel, process, report, steps, train_state  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, process, programs, report, steps  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
@@ -62,22 +63,19 @@ def fast_jax(mnist: data.Mnist, seeds, preset: str = "cnn_fast", timed_seeds: in
   mesh = parallel.make_mesh()
   base = dataclasses.replace(PRESETS[preset], valid_fraction=0.0)
   model = models.build_model(base.model)
-  arrays = parallel.place_data(mnist, base, mesh)
+  arrays = programs.place_data(mnist, base, mesh)
   optimizer = make_optimizer(base, steps_per_epoch(base, len(arrays["train_indices"])))
-  count_correct = jax.jit(lambda variables, images, labels, indices: steps.count_correct(
-      variables, images, labels, indices, batch_size=base.eval_batch_size, apply_fn=model.apply))
-
-  epoch_fn = loops.make_epoch_fn(base, model.apply, optimizer, mesh)  # one program for every seed
+  base_programs = programs.Programs(base, model, optimizer, mesh)  # one epoch program for every seed
 
   def one_seed(seed):
     config = dataclasses.replace(base, seed=seed)
-    state = _ready(train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1)))
+    state = _ready(programs.Programs(config, model, optimizer, mesh).init())
     started = time.perf_counter()
-    state, sums = _ready(epoch_fn(state, arrays["images"], arrays["labels"], arrays["train_indices"], 1,
-                                  seed=jnp.asarray(seed)))
+    state, sums = _ready(base_programs.train_epoch(state, arrays["images"], arrays["labels"],
+                                                   arrays["train_indices"], 1, seed=jnp.asarray(seed)))
     seconds = time.perf_counter() - started
-    correct = count_correct(steps.eval_variables(state), arrays["test_images"], arrays["test_labels"],
-                            arrays["test_indices"])
+    correct = programs.correct_counts(base_programs.logits(steps.eval_variables(state), arrays["test_images"],
+                                                           arrays["test_indices"]), mnist.test_labels)
     return {"seed": seed, "train_seconds": round(seconds, 3),
             "test_accuracy": int(correct) / len(mnist.test_labels)}
 
@@ -97,17 +95,16 @@ def ensemble_accuracies(mnist: data.Mnist, base, seeds) -> dict:
   config = dataclasses.replace(base, seeds=tuple(seeds), seed=seeds[0])
   mesh = parallel.make_mesh()
   model = models.build_model(config.model)
-  arrays = parallel.place_data(mnist, config, mesh)
+  arrays = programs.place_data(mnist, config, mesh)
   optimizer = make_optimizer(config, steps_per_epoch(config, arrays["train_indices"].shape[-1]))
-  state = _ready(train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1)))
+  run = programs.Programs(config, model, optimizer, mesh)
+  state = _ready(run.init())
   started = time.perf_counter()
-  state, _ = _ready(loops.make_epoch_fn(config, model.apply, optimizer, mesh)(
-      state, arrays["images"], arrays["labels"], arrays["train_indices"], 1))
+  state, _ = _ready(run.train_epoch(state, arrays["images"], arrays["labels"], arrays["train_indices"], 1))
   seconds = time.perf_counter() - started
-  logits = jax.jit(jax.vmap(lambda variables: steps.eval_logits(
-      variables, arrays["test_images"], arrays["test_indices"], batch_size=200, apply_fn=model.apply)))(
-          steps.eval_variables(state))
-  member_correct, ensemble_correct = ensemble.test_counts(logits, jnp.asarray(mnist.test_labels))
+  logits = np.asarray(run.logits(steps.eval_variables(state), arrays["test_images"], arrays["test_indices"]))
+  member_correct = programs.correct_counts(logits, mnist.test_labels)
+  ensemble_correct = programs.ensemble_correct(logits, mnist.test_labels)
   num_test = len(mnist.test_labels)
   return {"members": len(seeds), "train_s_with_compile": round(seconds, 3),
           "member_test": [int(c) / num_test for c in member_correct], "ensemble_test": int(ensemble_correct) / num_test}
@@ -197,10 +194,11 @@ def profile_fast(mnist: data.Mnist) -> dict:
   config = dataclasses.replace(PRESETS["cnn_fast"], valid_fraction=0.0)
   model = models.build_model(config.model)
   mesh = parallel.make_mesh()
-  arrays = parallel.place_data(mnist, config, mesh)
+  arrays = programs.place_data(mnist, config, mesh)
   num_steps = steps_per_epoch(config, len(arrays["train_indices"]))
   optimizer = make_optimizer(config, num_steps)
-  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  run_programs = programs.Programs(config, model, optimizer, mesh)
+  state = run_programs.init()
   batch = (jnp.zeros((config.batch_size, 28, 28, 1), jnp.uint8), jnp.zeros((config.batch_size,), jnp.int32),
            jnp.ones((config.batch_size,)))
   step = jax.jit(lambda s, x, y, w: steps.train_step(s, x, y, w, apply_fn=model.apply, optimizer=optimizer))
@@ -209,7 +207,7 @@ def profile_fast(mnist: data.Mnist) -> dict:
   cost = cost[0] if isinstance(cost, list) else cost
   hlo = compiled.as_text()
   fusions = hlo.count(" fusion(") + hlo.count("custom-call(")  # the kernels one step launches, roughly
-  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
+  epoch_fn = run_programs.train_epoch
   run = lambda s: _ready(epoch_fn(s, arrays["images"], arrays["labels"], arrays["train_indices"], 1))
   state, _ = run(state)
   times = []

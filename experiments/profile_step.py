@@ -178,13 +178,14 @@ def scan_of_steps(model_name: str, batch_size: int, num_steps: int, apply_fn=Non
   the epoch's `lax.scan`, as `jaxmnist train` compiles it (here without donating the state, so that it
   can run again), on random uint8 images. `apply_fn` replaces the model's own (experiments' variants).
   Returns the jitted epoch, its arguments, and the sizes of the parameters (to name weight gradients)."""
-  from jaxmnist import configs, models, parallel, steps, train_state  # pylint: disable=g-import-not-at-top
+  from jaxmnist import configs, models, parallel, steps  # pylint: disable=g-import-not-at-top
+  from jaxmnist.programs import Programs  # pylint: disable=g-import-not-at-top
   from jaxmnist.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
   config = configs.PRESETS.get(model_name) or configs.Config(model=model_name)
   config = dataclasses.replace(config, valid_fraction=0.0, batch_size=batch_size)
   model = models.build_model(config.model)
   optimizer = make_optimizer(config, 235)
-  state = train_state.init_train_state(config, model, optimizer, parallel.make_mesh(), (28, 28, 1))
+  state = Programs(config, model, optimizer, parallel.make_mesh()).init()
   keys = jax.random.split(jax.random.key(1), 2)
   num_images = num_steps * batch_size
   images = jax.random.randint(keys[0], (num_images, 28, 28, 1), 0, 256).astype(jnp.uint8)

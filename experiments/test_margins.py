@@ -31,23 +31,22 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-# name -> (seed, loop, extra environment, taskset CPU list or None)
+# name -> (seed, extra environment, taskset CPU list or None)
 PERTURBATIONS = {
-    "baseline (seed 0, scan)": (0, "scan", {}, None),
-    "seed 1": (1, "scan", {}, None),
-    "seed 2": (2, "scan", {}, None),
-    "seed 3": (3, "scan", {}, None),
-    "python loop": (0, "python", {}, None),
-    "eigen single-threaded": (0, "scan", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}, None),
-    "one CPU (taskset)": (0, "scan", {}, "0"),
-    "8 devices": (0, "scan", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, None),
+    "baseline (seed 0)": (0, {}, None),
+    "seed 1": (1, {}, None),
+    "seed 2": (2, {}, None),
+    "seed 3": (3, {}, None),
+    "eigen single-threaded": (0, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}, None),
+    "one CPU (taskset)": (0, {}, "0"),
+    "8 devices": (0, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, None),
 }
 SCENARIOS = ("toy_steps", "tiny_run", "cnn_tiny", "resnet_affine_tiny", "cnn_fast_tiny", "real_linear",
              "real_fashion_linear", "real_cnn", "export_clear")
-UNTRAINED = ("toy_steps", "export_clear")  # scenarios without a run directory (and export_clear without a loop)
+UNTRAINED = ("toy_steps", "export_clear")  # scenarios without a run directory
 
 
-def worker(seed: int, loop: str, broken: bool, scenarios) -> dict:
+def worker(seed: int, broken: bool, scenarios) -> dict:
   """Runs `scenarios` in this process; returns {scenario: measured quantities}."""
   from jaxmnist import data  # pylint: disable=g-import-not-at-top
   from tests import training_outcomes as outcomes  # pylint: disable=g-import-not-at-top
@@ -58,7 +57,7 @@ def worker(seed: int, loop: str, broken: bool, scenarios) -> dict:
       scenario = getattr(outcomes, name)
       kwargs = {"seed": seed, "broken": broken}
       if name not in UNTRAINED:
-        kwargs.update(workdir=Path(tmp) / name / "run", loop=loop)
+        kwargs.update(workdir=Path(tmp) / name / "run")
       if name in ("real_linear", "real_cnn"):
         kwargs["mnist"] = data.load_mnist()
       if name == "real_fashion_linear":
@@ -69,8 +68,8 @@ def worker(seed: int, loop: str, broken: bool, scenarios) -> dict:
   return results
 
 
-def run_perturbation(seed, loop, env, cpus, scenarios, broken=False) -> dict:
-  command = [sys.executable, __file__, "--worker", f"--seed={seed}", f"--loop={loop}",
+def run_perturbation(seed, env, cpus, scenarios, broken=False) -> dict:
+  command = [sys.executable, __file__, "--worker", f"--seed={seed}",
              f"--scenarios={','.join(scenarios)}"]
   command += ["--broken"] if broken else []
   if cpus is not None:
@@ -134,7 +133,6 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--loop", default="scan")
   parser.add_argument("--broken", action="store_true")
   parser.add_argument("--quick", action="store_true", help="baseline and broken learning only")
   parser.add_argument("--scenarios", default=",".join(SCENARIOS),
@@ -146,7 +144,7 @@ def main():
   if unknown:
     parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
   if args.worker:
-    print(json.dumps(worker(args.seed, args.loop, args.broken, scenarios)))
+    print(json.dumps(worker(args.seed, args.broken, scenarios)))
     return
 
   from jaxmnist import report  # pylint: disable=g-import-not-at-top
@@ -157,7 +155,7 @@ def main():
     print(f"{name} ...", flush=True)
     table[name] = run_perturbation(*PERTURBATIONS[name], scenarios)
   print("broken ...", flush=True)
-  table["broken"] = run_perturbation(0, "scan", {}, None, scenarios, broken=True)
+  table["broken"] = run_perturbation(0, {}, None, scenarios, broken=True)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   suffix = "-quick" if args.quick else ""

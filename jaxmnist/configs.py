@@ -19,12 +19,15 @@ from jaxmnist.errors import UserError
 # The values each string field may take. jaxmnist.train, .optimizer and .augment implement each
 # (tests/test_configs.py checks that they agree); kept here so that the flags' help can name them.
 INIT_SCHEMES = ("torch", "flax")
-LOOPS = ("scan", "python")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "onecycle_torch", "cosine")
 AUGMENTATIONS = ("none", "shift", "affine", "flip", "erase")  # the base names; a config may join them with "+"
 # jaxmnist.models.MODELS' own names, so that reading a run's config.json back (every command that takes a
 # RUN_DIR) needs no flax; a name outside them is looked up in that registry, which experiments may extend.
+IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's: height, width, channels
+# Fields that runs saved before they were retired still hold; reading them back ignores them. "loop" chose a
+# Python loop over one jitted step instead of the scan: the same updates, now always the scan.
+RETIRED_FIELDS = ("loop",)
 MODEL_NAMES = ("linear", "mlp2", "mlp3", "cnn", "cnn_wide", "resnet", "cnn_mid", "cnn_fast")
 
 
@@ -43,9 +46,6 @@ class Config:
   # on a 2-core EPYC the 10,000 test images took cnn_fast 0.58 s against 1.24 s in chunks of 2,000
   # (cnn_995 0.63 s against 1.32 s, mlp3 0.034 s against 0.059 s); 250 divides 10,000 and 12,000.
   eval_batch_size: int = 250
-  # "scan": the whole epoch in one jit (fastest for these MLPs on CPU; no per-step dispatch on GPU/TPU);
-  # "python": a Python loop over one jitted step. Same updates; experiments/bench.py measures both.
-  loop: str = "scan"
   # Recipes beyond the post (the post's presets keep these defaults: plain SGD, constant rate).
   optimizer: str = "sgd"  # sgd | adam | adamw
   momentum: float = 0.0  # sgd only
@@ -134,7 +134,7 @@ POST_RESULTS = {
 
 # What a run may change and still be the post's set-up: how long, which seed and split size, how it
 # runs and saves. Any other field (the rate, the batch, the optimizer, the init, ...) is another recipe.
-_BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", "loop", "checkpoint_every",
+_BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", "checkpoint_every",
                       "keep_checkpoints")
 
 
@@ -187,8 +187,7 @@ def config_problems(config: Config) -> list[str]:
                     f"got {config.valid_fraction}")
   if config.batch_size < 1:
     problems.append(f"the batch size must be between 1 and the number of training examples, got {config.batch_size}")
-  for what, value, choices in (("init", config.init, INIT_SCHEMES), ("loop", config.loop, LOOPS),
-                               ("optimizer", config.optimizer, OPTIMIZERS),
+  for what, value, choices in (("init", config.init, INIT_SCHEMES), ("optimizer", config.optimizer, OPTIMIZERS),
                                ("schedule", config.schedule, SCHEDULES),
                                ("dataset", config.dataset, datasets.DATASETS)):
     if value not in choices:
@@ -256,6 +255,7 @@ def config_from_dict(fields, where: str) -> Config:
   if not isinstance(fields, dict):
     raise UserError(f"{where} is not a jaxmnist config: it holds {type(fields).__name__}, not the settings "
                     f"of a run. Give the run directory that `jaxmnist train` wrote.")
+  fields = {name: value for name, value in fields.items() if name not in RETIRED_FIELDS}
   hints = typing.get_type_hints(Config)
   known = {f.name: f for f in dataclasses.fields(Config)}
   problems = [f"unknown field {name!r}" for name in fields if name not in known]

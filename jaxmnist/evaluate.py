@@ -5,52 +5,40 @@ Synopsis:
   # writes confusion.png, top_losses.png, weights.png (linear only), evaluation.json into the run
 
 It restores the run's newest checkpoint, computes eval-mode logits of the test set and of the run's
-own validation split in one jitted scan each, and hands them to `jaxmnist.interpret`. `jaxmnist train`
-runs it at the end (unless --no-evaluate), so every finished run carries its report. A run is evaluated
+own validation split with the run's own logits program (jaxmnist.programs), and hands them to
+`jaxmnist.interpret`. `jaxmnist train` writes the same report at its end from the model and logits it
+holds (unless --no-evaluate), so every finished run carries its report. A run is evaluated
 on the dataset it was trained on (its config says which), and the report names its classes: digits for
 MNIST, "T-shirt/top" to "Ankle boot" for Fashion-MNIST.
 """
 
 import argparse
-import functools
 import time
-from functools import partial
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import (configs, data, datasets, ensemble, errors, interpret, parallel, process, report, runs, steps,
-                      train_state)
+from jaxmnist import configs, data, datasets, ensemble, errors, interpret, process, report, runs, train_state
 
 NUM_TOP_LOSSES = 15
 
 
-@functools.lru_cache(maxsize=8)
-def logits_program(model, eval_batch_size: int, num_members: int, at_once, member_splits: bool):
-  """The jitted eval-mode logits of a split: `program(variables, images, indices)` -> [M, C], or an
-  ensemble's members' [K, M, C] (`member_splits`: indices [K, M], each member its own; vmapped members take
-  K times fewer examples at a time, so they need one model's memory).
-
-  One jitted function per model and shape, kept: `jaxmnist train` counts its test set with it, and the
-  report that follows in the same process finds it compiled (on a 2-core CPU that saved a cnn_fast run
-  ~0.6 s of compiling a second program for the same forward pass).
-  """
-  logits_fn = partial(steps.eval_logits, apply_fn=model.apply,
-                      batch_size=ensemble.eval_batch_size(eval_batch_size, num_members, at_once))
+def split_logits(trained: train_state.Trained, mnist: data.Mnist):
+  """Eval-mode logits of the test set [N, C] and of the run's validation split [V, C] (None without one);
+  an ensemble's members' [K, N, C] and [K, V, C], each member on its own validation split."""
+  programs, num_members = trained.programs, len(trained.seeds)
+  test_indices = np.arange(len(mnist.test_labels), dtype=np.int32)
+  valid_indices = [data.split_train_valid(len(mnist.train_labels), member.valid_fraction, member.seed)[1]
+                   for member in configs.member_configs(trained.config)]
   if num_members:
-    logits_fn = ensemble.over_members(logits_fn, (0, None, 0 if member_splits else None), at_once)
-  return jax.jit(logits_fn)
-
-
-def split_logits(trained: train_state.Trained, images_NxHxWxC, indices_M) -> np.ndarray:
-  """Eval-mode logits [M, C] of the examples `indices_M`; an ensemble's members' [K, M, C] (their own
-  `indices_KxM` when given one split per member)."""
-  at_once = parallel.members_at_once(trained.config, parallel.make_mesh())  # as load_trained placed them
-  program = logits_program(trained.model, trained.config.eval_batch_size, len(trained.seeds), at_once,
-                           np.ndim(indices_M) == 2)
-  return np.asarray(program(trained.variables, jnp.asarray(images_NxHxWxC), jnp.asarray(indices_M)))
+    test_indices, valid_indices = np.stack([test_indices] * num_members), np.stack(valid_indices)
+  else:
+    valid_indices = valid_indices[0]
+  test = np.asarray(programs.logits(trained.variables, jnp.asarray(mnist.test_images), test_indices))
+  if not valid_indices.shape[-1]:  # a run with --valid-fraction=0 trained on every training example
+    return test, None
+  return test, np.asarray(programs.logits(trained.variables, jnp.asarray(mnist.train_images), valid_indices))
 
 
 def member_report(trained: train_state.Trained, member_logits_KxNxC, ensemble_logits_NxC, labels_N,
@@ -111,29 +99,22 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   return evaluation
 
 
-def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
-  """Writes the report of `run_dir` (trained on `mnist`) into it; returns what evaluation.json holds."""
-  run_dir = Path(run_dir)
-  trained = train_state.load_trained(run_dir)
-  data.check_dataset(trained.config.dataset, mnist)
-  data.check_same_data(trained.data, data.describe(mnist), run_dir)
-  dataset = datasets.get(trained.config.dataset)
+def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logits, valid_logits, say=print) -> dict:
+  """Writes the report of `trained` from its logits (`split_logits`'s) into its run; returns evaluation.json's
+  contents. `jaxmnist train` hands in the model and logits it holds; `jaxmnist evaluate` restores them."""
+  run_dir, dataset = trained.run_dir, datasets.get(trained.config.dataset)
   names = dataset.class_names
-  valid_splits = [data.split_train_valid(len(mnist.train_labels), member.valid_fraction, member.seed)[1]
+  valid_labels = [mnist.train_labels[data.split_train_valid(len(mnist.train_labels), member.valid_fraction,
+                                                            member.seed)[1]]
                   for member in configs.member_configs(trained.config)]
-  test_logits = split_logits(trained, mnist.test_images, np.arange(len(mnist.test_labels), dtype=np.int32))
-  valid, members = None, None  # no validation: a run with --valid-fraction=0 trained on every training example
+  valid, members = None, None
   if trained.seeds:  # the report is the ensemble's; each member is validated on its own split
     member_logits, test_logits = test_logits, np.asarray(ensemble.combine(test_logits))
-    member_valid = None
-    if len(valid_splits[0]):
-      valid_logits = split_logits(trained, mnist.train_images, np.stack(valid_splits))
-      member_valid = [float(np.mean(logits.argmax(-1) == mnist.train_labels[indices]))
-                      for logits, indices in zip(valid_logits, valid_splits)]
+    member_valid = None if valid_logits is None else [
+        float(np.mean(logits.argmax(-1) == labels)) for logits, labels in zip(valid_logits, valid_labels)]
     members = member_report(trained, member_logits, test_logits, mnist.test_labels, member_valid)
-  elif len(valid_splits[0]):
-    valid = split_report(split_logits(trained, mnist.train_images, valid_splits[0]),
-                         mnist.train_labels[valid_splits[0]], names)
+  elif valid_logits is not None:
+    valid = split_report(valid_logits, valid_labels[0], names)
   test = split_report(test_logits, mnist.test_labels, names)
 
   try:
@@ -160,12 +141,19 @@ def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
   return evaluation
 
 
+def evaluate_run(run_dir, mnist: data.Mnist, say=print) -> dict:
+  """Restores the run in `run_dir` (trained on `mnist`) and writes its report; returns evaluation.json's contents."""
+  trained = train_state.load_trained(Path(run_dir))
+  data.check_dataset(trained.config.dataset, mnist)
+  data.check_same_data(trained.data, data.describe(mnist), trained.run_dir)
+  return write_evaluation(trained, mnist, *split_logits(trained, mnist), say=say)
+
+
 def main(args: argparse.Namespace) -> None:
   started = time.perf_counter()
   config = runs.read_config(args.run_dir)  # a wrong directory fails before any data is loaded
   runs.check_dataset_flag(args.run_dir, config, args.dataset)
-  cache_dir = data.cache_dir_from_flag(args.cache_dir)
-  process.enable_compilation_cache(cache_dir, process.xla_cache_limit_bytes())
+  cache_dir = process.open_caches(args.cache_dir)
   mnist = data.load_with_log(config.dataset, args.source, args.data_dir, cache_dir, not args.unverified)
   evaluation = evaluate_run(args.run_dir, mnist)
   summary = runs.read_summary(args.run_dir) or {}

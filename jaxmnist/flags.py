@@ -33,7 +33,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # The Config fields a flag can set; on --resume they must agree with the run's own config.
-RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "seeds", "init", "loop", "optimizer",
+RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "seeds", "init", "optimizer",
                 "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
 CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
 
@@ -77,8 +77,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       "(seeds 0..N-1) or one per seed listed, trained together in one compiled program; member k "
                       "is the model --seed=k trains alone")
   parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
-  parser.add_argument("--loop", help="scan (the whole epoch in one jit, the preset) or python (a jitted step "
-                      "per batch)")
   parser.add_argument("--optimizer", help=f"one of {', '.join(configs.OPTIMIZERS)} (the post: sgd)")
   parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
   parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")

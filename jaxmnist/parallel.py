@@ -4,7 +4,6 @@ Synopsis:
   mesh = parallel.make_mesh()                       # all devices of all processes
   images = parallel.shard_dataset(mnist.train_images, mesh)
   batches = jax.lax.with_sharding_constraint(batches_SxB, parallel.batch_sharding(mesh))
-  arrays = parallel.place_data(mnist, config, mesh)  # what training reads: the data and its split
 
 The training set lives on the devices split along its examples (each device holds 1/D of it). Each
 epoch gathers its shuffled batches as one [steps, batch] array split along the batch axis, so every
@@ -16,8 +15,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmnist import data
-from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 
 DATA_AXIS = "data"
@@ -86,73 +83,6 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def spreads_members(config: Config, mesh: Mesh) -> bool:
-  """Whether an ensemble's members are spread over the devices (each device trains whole members, with
-  no communication) rather than each batch split over them: when the members divide evenly."""
-  return bool(config.seeds) and mesh.size > 1 and len(config.seeds) % mesh.size == 0
-
-
-def members_at_once(config: Config, mesh: Mesh) -> int | None:
-  """How an ensemble's program maps over its members (ensemble.over_members): None, all at once (vmap),
-  on GPUs and TPUs and when the members are spread over devices; 1, one after another, on a CPU.
-
-  Measured on a 2-core CPU (experiments/bench_ensemble.py): one cnn_fast epoch took 14.6 s per member
-  alone, and 17.1, 18.9 and 18.7 s per member with 2, 5 and 10 members vmapped.
-  """
-  if not config.seeds or spreads_members(config, mesh) or jax.default_backend() != "cpu":
-    return None
-  return 1
-
-
 def member_sharding(mesh: Mesh) -> NamedSharding:
   """For arrays with a leading member axis: each device holds its members."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def state_sharding(config: Config, mesh: Mesh) -> NamedSharding:
-  """Where the train state lives: replicated, or an ensemble's members spread over the devices."""
-  return member_sharding(mesh) if spreads_members(config, mesh) else replicated(mesh)
-
-
-def layout_line(config: Config, mesh: Mesh) -> str:
-  """Which parallelism a run uses, for its log."""
-  members = len(config.seeds)
-  if mesh.size == 1:
-    if not members:
-      return "one model on one device"
-    how = "vmapped" if members_at_once(config, mesh) is None else "one after another (a CPU)"
-    return f"{members} members on one device, {how}, in one compiled program"
-  if spreads_members(config, mesh):
-    return f"{members} members spread over {mesh.size} devices ({members // mesh.size} each, no communication)"
-  whose = f"all {members} members" if members else "the model"
-  why = f"; {members} members do not divide evenly over {mesh.size} devices" if members else ""
-  return f"data parallel: every batch of {whose} split over {mesh.size} devices{why}"
-
-
-def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
-  """The images and labels on the devices, split along the examples; the split's indices replicated.
-
-  For an ensemble the indices are stacked [M, ...], each member's split from its own seed; with the
-  members spread over the devices, every device holds all the images and its members' indices.
-  """
-  splits = [data.split_train_valid(len(mnist.train_labels), config.valid_fraction, seed)
-            for seed in (config.seeds or (config.seed,))]
-  test_indices = np.arange(len(mnist.test_labels), dtype=np.int32)
-  if not config.seeds:
-    place_examples, place_indices = shard_dataset, replicate
-    (train_indices, valid_indices), = splits
-  else:
-    train_indices, valid_indices = (np.stack(indices) for indices in zip(*splits))
-    if spreads_members(config, mesh):
-      place_examples, place_indices = replicate, shard_members
-    else:
-      place_examples, place_indices = shard_dataset, replicate
-  return {
-      "images": place_examples(mnist.train_images, mesh),
-      "labels": place_examples(mnist.train_labels, mesh),
-      "test_images": place_examples(mnist.test_images, mesh),
-      "test_labels": place_examples(mnist.test_labels, mesh),
-      "train_indices": place_indices(train_indices, mesh),
-      "valid_indices": place_indices(valid_indices, mesh),
-      "test_indices": replicate(test_indices, mesh),
-  }

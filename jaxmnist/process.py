@@ -1,18 +1,22 @@
 """The process's set-up before any device work: the compiled-program cache, and joining a multi-host job.
 
 Synopsis:
-  process.enable_compilation_cache(cache_dir, process.xla_cache_limit_bytes())
+  cache_dir = process.open_caches(args.cache_dir)   # the data's cache folder, and compiled programs under it
   process.maybe_initialize_distributed(args.distributed)
 
 Every command that compiles calls the first (a repeated command then skips most of its compile
 time); `jaxmnist train` calls the second before it builds its mesh.
 """
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 import jax
 
+from jaxmnist import data
 from jaxmnist.errors import UserError
 
 # Environment variables that launchers of several processes set; any of them means "initialise".
@@ -73,3 +77,36 @@ def enable_compilation_cache(cache_dir: Path, limit_bytes: int) -> None:
   jax.config.update("jax_compilation_cache_max_size", limit_bytes)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def open_caches(cache_dir_flag: str | None = None) -> Path:
+  """The data cache folder (--cache-dir, else the default), with the compiled-program cache opened in it."""
+  cache_dir = data.cache_dir_from_flag(cache_dir_flag)
+  enable_compilation_cache(cache_dir, xla_cache_limit_bytes())
+  return cache_dir
+
+
+@contextlib.contextmanager
+def stop_after_epoch_on_ctrl_c(say):
+  """The first Ctrl-C (SIGINT) asks the loop to stop after the running epoch and save; a second stops at once.
+
+  Yields a dict whose "requested" turns True. (Signals can only be handled in the main thread;
+  elsewhere Ctrl-C keeps its default behaviour.)
+  """
+  flag = {"requested": False}
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    if flag["requested"]:
+      raise KeyboardInterrupt
+    flag["requested"] = True
+    say("\nCtrl-C: stopping after this epoch to save a checkpoint (Ctrl-C again stops at once).")
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGINT, previous)

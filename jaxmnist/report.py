@@ -11,12 +11,52 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from jaxmnist.configs import PostResult
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
 # An ensemble's metrics.csv: a line per member per epoch (the epoch's seconds are the members' together).
 MEMBER_FIELDS = ("member", "seed", "train_loss", "train_accuracy", "valid_accuracy")
 ENSEMBLE_METRIC_FIELDS = ("epoch", *MEMBER_FIELDS, "seconds")
+
+
+def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float, seeds=()) -> dict:
+  """metrics.csv's row of an epoch, from the epoch's sums on the host. An ensemble's row holds the members'
+  means, and each member's own metrics under "members"."""
+  if seeds:
+    members = [{"member": k, "seed": seed, **epoch_row(epoch, {name: sum_[k] for name, sum_ in sums.items()},
+                                                       valid_correct[k] if num_valid else None, num_valid, seconds)}
+               for k, seed in enumerate(seeds)]
+    def mean(name):
+      return None if num_valid == 0 and name == "valid_accuracy" else float(np.mean([m[name] for m in members]))
+    return {"epoch": epoch, **{name: mean(name) for name in ("train_loss", "train_accuracy", "valid_accuracy")},
+            "seconds": round(seconds, 4), "members": [{name: m[name] for name in MEMBER_FIELDS} for m in members]}
+  return {
+      "epoch": epoch,
+      "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
+      "train_accuracy": float(sums["correct"]) / float(sums["count"]),
+      "valid_accuracy": int(valid_correct) / num_valid if num_valid else None,  # None: --valid-fraction=0
+      "seconds": round(seconds, 4),
+  }
+
+
+def test_accuracies(rows: list, member_correct, ensemble_correct, num_test: int) -> dict:
+  """summary.json's test accuracy; an ensemble's also each member's, their mean and sample std.
+
+  The ensemble has no validation accuracy of its own: each member holds out its own split, on which the
+  others trained. Its "test_accuracy" is the ensemble's (the model that evaluate, predict and serve use);
+  its "valid_accuracy" is the members' mean.
+  """
+  if ensemble_correct is None:
+    return {"test_accuracy": int(member_correct) / num_test}
+  members = [{**m, "test_accuracy": int(correct) / num_test} for m, correct in zip(rows[-1]["members"], member_correct)]
+  def spread(values):
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+  valid = [m["valid_accuracy"] for m in members if m["valid_accuracy"] is not None]
+  return {"members": members, "member_test_accuracy": spread([m["test_accuracy"] for m in members]),
+          "member_valid_accuracy": spread(valid) if valid else None,
+          "ensemble_test_accuracy": ensemble_correct / num_test, "test_accuracy": ensemble_correct / num_test}
 
 
 def portable(text: str) -> str:

@@ -1,6 +1,6 @@
 """The functional core: a train state pytree, the loss, per-example accuracy, and jit-able steps.
 
-Every function here is pure; `jaxmnist.train` jits them where it uses them, so tests can call them
+Every function here is pure; `jaxmnist.programs` jits them where it uses them, so tests can call them
 plain. A whole epoch of steps is one `lax.scan`, so the host is involved once per epoch.
 """
 
@@ -155,12 +155,6 @@ def gather_batches(images_NxHxWxC, labels_N, batch_indices_SxB, batch_weights_Sx
   return _constrain(batches, sharding)
 
 
-def epoch_batches(images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int, sharding=None):
-  """The epoch's shuffled batches: images [S,B,H,W,C], labels [S,B], weights [S,B] (0 = padding)."""
-  batch_indices, batch_weights = shuffled_batches(key, train_indices_T, batch_size)
-  return gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
-
-
 def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
   """One key per step of the epoch, for augmentation and dropout (independent of the shuffle)."""
   return jax.random.split(jax.random.fold_in(epoch_key_, 1), num_steps)
@@ -192,53 +186,23 @@ def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, ke
   return state, jax.tree.map(jnp.sum, metrics)
 
 
-def train_step_at(state: TrainState, sums: dict, batches, keys, i, *, apply_fn: ApplyFn,
-                  optimizer: optax.GradientTransformation, **step_options):
-  """Step `i` of an epoch cut by `epoch_batches`, adding its metrics to `sums`.
-
-  The per-batch form of `train_epoch`, for a Python loop over one jitted step: the batch is picked
-  on the device, and the metrics stay there until the epoch ends.
-  """
-  images_SxBxHxWxC, labels_SxB, weights_SxB = batches
-  state, metrics = train_step(state, images_SxBxHxWxC[i], labels_SxB[i], weights_SxB[i], keys[i],
-                              apply_fn=apply_fn, optimizer=optimizer, **step_options)
-  return state, jax.tree.map(jnp.add, sums, metrics)
-
-
-def zero_sums() -> dict:
-  return {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
-
-
-def count_correct(variables, images_NxHxWxC, labels_N, indices_M, *, batch_size: int, apply_fn: ApplyFn,
-                  sharding=None) -> jax.Array:
-  """How many of the examples `indices_M` the model classifies correctly (an int32 count)."""
-  images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  batch_indices, batch_weights = padded_batches(indices_M, batch_size)
-
-  def correct_in(images_BxHxWxC, labels_B, weights_B):
-    logits_BxC = apply_fn(variables, images_to_inputs(images_BxHxWxC), train=False)
-    return jnp.sum(batch_is_correct(logits_BxC, labels_B) & (weights_B > 0), dtype=jnp.int32)
-
-  if sharding is None:  # one device: gather each evaluation batch in its own step
-    body = lambda total, xs: (total + correct_in(images_NxHxWxC[xs[0]], labels_N[xs[0]], xs[1]), None)
-    xs = (batch_indices, batch_weights)
-  else:
-    body = lambda total, batch: (total + correct_in(*batch), None)
-    xs = gather_batches(images_NxHxWxC, labels_N, batch_indices, batch_weights, sharding)
-  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), xs)
-  return total
-
-
-def eval_logits(variables, images_NxHxWxC, indices_M, *, batch_size: int, apply_fn: ApplyFn) -> jax.Array:
+def eval_logits(variables, images_NxHxWxC, indices_M, *, batch_size: int, apply_fn: ApplyFn,
+                sharding=None) -> jax.Array:
   """Eval-mode logits [M, C] of the examples `indices_M`, a batch at a time in one scan.
 
-  Batches are cut as `count_correct` cuts them, so the logits are the very numbers it counts.
+  Batches are padded as `padded_batches` pads them; with `sharding` (several devices) they are gathered
+  at once and split over the devices, else each step gathers its own.
   """
   images_NxHxWxC = jnp.asarray(images_NxHxWxC)
   batch_indices, _ = padded_batches(indices_M, batch_size)
 
-  def logits_of(_, indices_B):
-    return None, apply_fn(variables, images_to_inputs(images_NxHxWxC[indices_B]), train=False)
+  def logits_of(images_BxHxWxC):
+    return apply_fn(variables, images_to_inputs(images_BxHxWxC), train=False)
 
-  _, logits_SxBxC = jax.lax.scan(logits_of, None, batch_indices)
+  if sharding is None:
+    _, logits_SxBxC = jax.lax.scan(lambda _, indices_B: (None, logits_of(images_NxHxWxC[indices_B])), None,
+                                   batch_indices)
+  else:
+    batches = _constrain(images_NxHxWxC[batch_indices], sharding)
+    _, logits_SxBxC = jax.lax.scan(lambda _, images_BxHxWxC: (None, logits_of(images_BxHxWxC)), None, batches)
   return logits_SxBxC.reshape(-1, logits_SxBxC.shape[-1])[:indices_M.shape[0]]

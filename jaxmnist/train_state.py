@@ -1,9 +1,8 @@
-"""The train state: built from the seed, or restored from a run's checkpoint (to resume, or to use the model).
+"""A run's train state restored from its checkpoint: to resume, or as the trained model to use.
 
 Synopsis:
   from jaxmnist import train_state
-  state = train_state.init_train_state(config, model, optimizer, mesh, image_shape)
-  restored = train_state.restore_train_state(config, model, optimizer, mesh, workdir)   # --resume
+  restored = train_state.restore_train_state(programs, workdir)   # --resume (a new state: programs.init())
   trained = train_state.load_trained("runs/cnn-20261127-120000")
   logits = trained.apply(trained.variables, inputs, train=False)   # an ensemble's: the members' combined
 
@@ -15,70 +14,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-from jax.sharding import Mesh
-
 from jaxmnist import checkpoint, ensemble, models, parallel, runs, steps
 from jaxmnist.configs import Config
-from jaxmnist.optimizer import make_optimizer
 from jaxmnist.errors import UserError
-
-IMAGE_SHAPE = (28, 28, 1)
-
-
-def _init_fn(model, optimizer, image_shape):
-  def init(key):
-    return steps.create_train_state(model.init(key, jnp.zeros((1, *image_shape), jnp.float32)), optimizer)
-  return init
+from jaxmnist.optimizer import make_optimizer
+from jaxmnist.programs import Programs
 
 
-def _seeded_init_fn(config: Config, model, optimizer, image_shape):
-  """`init(keys)`: one state from its key, or an ensemble's states stacked, each from its own key exactly
-  as alone (jax.random draws the same numbers under vmap)."""
-  init = _init_fn(model, optimizer, image_shape)
-  return jax.vmap(init) if config.seeds else init
-
-
-def _init_keys(config: Config) -> jax.Array:
-  if not config.seeds:
-    return steps.init_key(config.seed)
-  return jnp.stack([steps.init_key(seed) for seed in config.seeds])
-
-
-def init_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape) -> steps.TrainState:
-  """Parameters and optimizer state, created on the mesh in one jit: replicated on every device, or an
-  ensemble's members spread over them (parallel.state_sharding).
-
-  (Eager init would compile every initialiser op separately: ~0.8 s of start-up.)
-  """
-  init = _seeded_init_fn(config, model, optimizer, image_shape)
-  return jax.jit(init, out_shardings=parallel.state_sharding(config, mesh),
-                 compiler_options=run_once_compiler_options())(_init_keys(config))
-
-
-def run_once_compiler_options() -> dict | None:
-  """XLA options for a program that runs once: on the CPU, LLVM's lighter optimisation (level 1 of 3).
-
-  The initialisers' random-number code is long, and LLVM spent 1.9 s of a 16 s `jaxmnist train
-  --model=cnn_fast` optimising it (0.7 s at level 1) for a program that then runs for 4 ms. Level 1
-  gave bit-identical parameters for cnn_fast, cnn_995, cnn_wide and mlp3 (level 0 did not);
-  experiments/bench_speed.py measures the first run. Other backends keep their defaults.
-  """
-  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
-
-
-def abstract_train_state(config: Config, model, optimizer, mesh: Mesh, image_shape):
-  """The TrainState's shapes and dtypes, placed as training places them: the target a checkpoint restores onto."""
-  shapes = jax.eval_shape(_seeded_init_fn(config, model, optimizer, image_shape), _init_keys(config))
-  return checkpoint.abstract_like(shapes, parallel.state_sharding(config, mesh))
-
-
-def restore_train_state(config: Config, model, optimizer, mesh, workdir: Path,
-                        image_shape=IMAGE_SHAPE) -> checkpoint.Restored:
-  """The newest intact checkpoint of the run in `workdir`, placed on `mesh` (replicated)."""
-  abstract = abstract_train_state(config, model, optimizer, mesh, image_shape)
-  return checkpoint.restore_latest(Path(workdir) / checkpoint.CHECKPOINT_DIR, abstract)
+def restore_train_state(programs: Programs, workdir: Path) -> checkpoint.Restored:
+  """The newest intact checkpoint of the run in `workdir`, placed as `programs` places a new state."""
+  return checkpoint.restore_latest(Path(workdir) / checkpoint.CHECKPOINT_DIR, programs.abstract_state())
 
 
 def check_resumable(run_dir) -> None:
@@ -102,6 +47,7 @@ class Trained:
   epoch: int  # the epoch of the checkpoint
   checkpoint_line: str  # which checkpoint, and any damaged one passed over
   data: dict  # what the run trained on: {"source": ..., "sha256": ...}
+  programs: Programs | None = None  # its compiled programs, placed as it is: evaluate's logits
 
   @property
   def seeds(self) -> tuple[int, ...]:
@@ -119,9 +65,10 @@ def load_trained(run_dir, mesh=None) -> Trained:
   """Restores the newest intact checkpoint of a run onto `mesh` (default: all local devices)."""
   run_dir = Path(run_dir)
   config = runs.read_config(run_dir)
-  mesh = mesh or parallel.make_mesh()
   model = models.build_model(config.model, config.init)
   optimizer = make_optimizer(config, steps_per_epoch_=1)  # the state's structure, not its schedule
-  restored = restore_train_state(config, model, optimizer, mesh, run_dir)
+  programs = Programs(config, model, optimizer, mesh or parallel.make_mesh())
+  restored = restore_train_state(programs, run_dir)
   return Trained(run_dir=run_dir, config=config, model=model, variables=steps.eval_variables(restored.state),
-                 epoch=restored.epoch, checkpoint_line=checkpoint.describe(restored), data=restored.data)
+                 epoch=restored.epoch, checkpoint_line=checkpoint.describe(restored), data=restored.data,
+                 programs=programs)

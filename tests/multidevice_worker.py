@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxmnist import configs, data, ensemble, loops, models, parallel, steps, train_state  # noqa: E402
+from jaxmnist import configs, data, ensemble, models, parallel, steps  # noqa: E402
+from jaxmnist.programs import Programs, place_data  # noqa: E402
 from jaxmnist.configs import PRESETS  # noqa: E402
 from jaxmnist.optimizer import make_optimizer  # noqa: E402
 from tests.conftest import make_separable, write_idx_dir  # noqa: E402
@@ -25,29 +26,26 @@ from tests.conftest import make_separable, write_idx_dir  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-def train_params(mesh, loop="scan", epochs=2):
-  config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32, loop=loop)
-  model = models.build_model(config.model)
-  optimizer = make_optimizer(config, 8)
-  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+def train_params(mesh, epochs=2):
+  config = dataclasses.replace(PRESETS["tiny"], model="mlp2", batch_size=32)
+  programs = Programs(config, models.build_model(config.model), make_optimizer(config, 8), mesh)
+  state = programs.init()
   images, labels = make_separable(300)
   images = parallel.shard_dataset(images[..., None], mesh)
   labels = parallel.shard_dataset(labels, mesh)
   indices = parallel.replicate(np.arange(250, dtype=np.int32), mesh)  # 250 = 7 x 32 + 26
-  epoch_fn = loops.make_epoch_fn(config, model.apply, optimizer, mesh)
   for epoch in range(1, epochs + 1):
-    state, sums = epoch_fn(state, images, labels, indices, epoch)
+    state, sums = programs.train_epoch(state, images, labels, indices, epoch)
   return state, jax.device_get(sums)
 
 
 def train_placed(config, mesh, mnist, state=None, epoch_fn=None, epochs=2):
   """`config` (one model or an ensemble) trained on `mnist` placed on `mesh` as `jaxmnist train` places it,
   from `state` (default: its own initial state) with `epoch_fn` (default: its own)."""
-  model = models.build_model(config.model)
-  optimizer = make_optimizer(config, 8)
-  arrays = parallel.place_data(mnist, config, mesh)
-  state = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1)) if state is None else state
-  epoch_fn = epoch_fn or loops.make_epoch_fn(config, model.apply, optimizer, mesh)
+  programs = Programs(config, models.build_model(config.model), make_optimizer(config, 8), mesh)
+  arrays = place_data(mnist, config, mesh)
+  state = programs.init() if state is None else state
+  epoch_fn = epoch_fn or programs.train_epoch
   for epoch in range(1, epochs + 1):
     state, _ = epoch_fn(state, arrays["images"], arrays["labels"], arrays["train_indices"], epoch,
                         seed=jnp.asarray(config.seeds or config.seed))
@@ -64,15 +62,15 @@ def ensemble_reports(mesh8, mesh1, sizes=(8, 3)):
   largest = dataclasses.replace(base, seeds=tuple(range(max(sizes))))
   members = configs.member_configs(largest)
   model, optimizer = models.build_model(base.model), make_optimizer(base, 8)
-  starts = train_state.init_train_state(largest, model, optimizer, mesh1, (28, 28, 1))
-  epoch_fn = loops.make_epoch_fn(members[0], model.apply, optimizer, mesh1)
+  starts = Programs(largest, model, optimizer, mesh1).init()
+  epoch_fn = Programs(members[0], model, optimizer, mesh1).train_epoch
   alone = [train_placed(member, mesh1, mnist, ensemble.member(starts, k), epoch_fn) for k, member in enumerate(members)]
   reports = {}
   for size in sizes:
     config = dataclasses.replace(base, seeds=tuple(range(size)))
     stacked = train_placed(config, mesh8, mnist)
     reports[f"ensemble_of_{size}"] = {
-        "layout": parallel.layout_line(config, mesh8),
+        "layout": Programs(config, model, optimizer, mesh8).layout.describe(),
         "params_spec": list(jax.tree.leaves(stacked.params)[0].sharding.spec),
         "params_shard_shape": list(jax.tree.leaves(stacked.params)[0].addressable_shards[0].data.shape),
         "params_max_diff_vs_alone": max(max_difference(ensemble.member(stacked.params, k), alone[k].params)
@@ -112,13 +110,12 @@ def max_difference(a, b):
 def main():
   mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
   images = parallel.shard_dataset(np.zeros((100, 28, 28, 1), np.uint8), mesh8)  # padded to 104
-  batches = jax.jit(lambda i, l, idx: steps.epoch_batches(
-      i, l, idx, jax.random.key(0), batch_size=32, sharding=parallel.batch_sharding(mesh8)))(
+  batches = jax.jit(lambda i, l, idx: steps.gather_batches(
+      i, l, *steps.shuffled_batches(jax.random.key(0), idx, 32), sharding=parallel.batch_sharding(mesh8)))(
           images, parallel.shard_dataset(np.zeros(100, np.int32), mesh8),
           parallel.replicate(np.arange(90, dtype=np.int32), mesh8))
   state8, sums8 = train_params(mesh8)
   state1, sums1 = train_params(mesh1)
-  state8_python, _ = train_params(mesh8, loop="python")
   print(json.dumps({
       "device_count": jax.device_count(),
       "dataset_shape": images.shape,
@@ -132,7 +129,6 @@ def main():
       "params_max_diff_8_vs_1": max_difference(state8.params, state1.params),
       "params_max_abs": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(state1.params)),
       "loss_sum": [float(sums8["loss_sum"]), float(sums1["loss_sum"])],
-      "params_max_diff_python_vs_scan": max_difference(state8_python.params, state8.params),
       # 8 members spread one per device; 3 do not divide 8, so they train data parallel
       **ensemble_reports(mesh8, mesh1),
       "cli": cli_runs(Path(sys.argv[1])),

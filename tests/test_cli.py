@@ -10,7 +10,7 @@ import numpy as np
 import jax
 import pytest
 
-from jaxmnist import evaluate, process, report, train_state
+from jaxmnist import process, report, train_state
 from tests import agreement, training_outcomes
 from tests.conftest import make_separable
 from tests.test_interpret import assert_accuracy_picture
@@ -77,7 +77,8 @@ def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(c
   # Training's count and the report's, two programs, against this process's logits of the toy test set.
   trained = train_state.load_trained(tmp_path / "run")
   images, labels = make_separable(100, seed=1)  # write_idx_dir's test split
-  logits = evaluate.split_logits(trained, images[..., None], np.arange(len(labels), dtype=np.int32))
+  logits = np.asarray(trained.programs.logits(trained.variables, images[..., None], np.arange(len(labels),
+                                                                                           dtype=np.int32)))
   for what, accuracy in (("summary.json", summary["test_accuracy"]), ("evaluation.json", evaluation["test"]["accuracy"])):
     agreement.assert_same_count(agreement.correct_count(accuracy, len(labels)), logits, labels, what)
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmnist import (checkpoint, configs, ensemble, export, loops, models, parallel, report, serve, steps, train,
+from jaxmnist import (checkpoint, configs, ensemble, export, models, parallel, programs, report, serve, steps, train,
                       train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
@@ -54,10 +54,9 @@ def _assert_close_trees(a, b, rtol=RTOL):
 # ---- the vmapped epoch, in process, on every kind of model and loop ------------------------------------
 
 def test_train_and_evaluate_trains_each_member_as_its_seed_alone(tiny_mnist, tmp_path):
-  # Through the whole training path: the split, the schedule's length (steps per epoch), the rows; on the
-  # per-batch loop (the CLI test below runs the scan).
+  # Through the whole training path: the split, the schedule's length (steps per epoch), the rows.
   config = dataclasses.replace(PRESETS["tiny"], optimizer="adam", schedule="onecycle_torch", learning_rate=0.01,
-                               epochs=2, checkpoint_every=0, loop="python")
+                               epochs=2, checkpoint_every=0)
   together = train.train_and_evaluate(dataclasses.replace(config, seeds=(0, 2)), tmp_path / "together", tiny_mnist,
                                       progress=False)
   # Member 1 (seed 2) against seed 2 alone: the CLI test below checks a member 0 against its seed.
@@ -82,13 +81,13 @@ def test_each_member_trains_as_its_seed_does_alone(monkeypatch):
   # Each member its own training split, as each seed draws its own.
   indices = [jnp.asarray(np.random.default_rng(seed).permutation(40)[:36].astype(np.int32)) for seed in config.seeds]
 
-  stacked = train_state.init_train_state(config, model, optimizer, mesh, (28, 28, 1))
+  together = programs.Programs(config, model, optimizer, mesh)
+  stacked = together.init()
   # The members' initial states, as seeds 0 and 5 alone start (the CLI test below checks the vmapped
   # initialisation against a single run's; here one compiled init and one single epoch keep it quick).
   starts = [jax.tree.map(jnp.copy, ensemble.member(stacked, k)) for k in range(2)]
-  stacked, sums = loops.make_epoch_fn(config, model.apply, optimizer, mesh)(stacked, images, labels,
-                                                                           jnp.stack(indices), 1)
-  single_epoch = loops.make_epoch_fn(configs.member_configs(config)[0], model.apply, optimizer, mesh)
+  stacked, sums = together.train_epoch(stacked, images, labels, jnp.stack(indices), 1)
+  single_epoch = programs.Programs(configs.member_configs(config)[0], model, optimizer, mesh).train_epoch
   for k, seed in enumerate(config.seeds):
     alone, alone_sums = single_epoch(starts[k], images, labels, indices[k], 1, seed=jnp.asarray(seed))
     _assert_close_trees(ensemble.member(stacked, k), alone)

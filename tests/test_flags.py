@@ -17,7 +17,6 @@ FLAG_VALUES = {
     "valid_fraction": ("--valid-fraction=0.1", 0.1),
     "seed": ("--seed=5", 5),
     "init": ("--init=flax", "flax"),
-    "loop": ("--loop=python", "python"),
     "optimizer": ("--optimizer=adamw", "adamw"),
     "momentum": ("--momentum=0.9", 0.9),
     "nesterov": ("--nesterov", True),

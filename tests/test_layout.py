@@ -119,7 +119,7 @@ def test_each_optimizer_a_config_may_name_is_its_own():
 def test_the_post_is_beside_a_run_of_its_own_recipe_only():
   post = configs.post_result
   assert post(PRESETS["mlp3"]) is configs.POST_RESULTS["mlp3"]
-  assert post(dataclasses.replace(PRESETS["linear"], epochs=20, seed=3, valid_fraction=0.0, loop="python"))
+  assert post(dataclasses.replace(PRESETS["linear"], epochs=20, seed=3, valid_fraction=0.0))
   # `tiny` trains the post's mlp3 architecture with another rate and batch: not the post's recipe, whether
   # it was started from its preset name or resumed from its config.json (which names only "mlp3").
   assert PRESETS["tiny"].model == "mlp3" and post(PRESETS["tiny"]) is None

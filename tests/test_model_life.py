@@ -22,9 +22,8 @@ def checkpoint_logits(cnn_run, real_mnist):
   trained = train_state.load_trained(cnn_run[0])
   _, valid_indices = data.split_train_valid(len(real_mnist.train_labels), trained.config.valid_fraction,
                                             trained.config.seed)
-  test_logits = evaluate.split_logits(trained, real_mnist.test_images,
-                                      np.arange(len(real_mnist.test_labels), dtype=np.int32))
-  return test_logits, evaluate.split_logits(trained, real_mnist.train_images, valid_indices), valid_indices
+  test_logits, valid_logits = evaluate.split_logits(trained, real_mnist)
+  return test_logits, valid_logits, valid_indices
 
 
 def test_training_ends_with_the_evaluation_report(cnn_run, checkpoint_logits, real_mnist):
@@ -33,8 +32,8 @@ def test_training_ends_with_the_evaluation_report(cnn_run, checkpoint_logits, re
   evaluation = json.loads((run_dir / "evaluation.json").read_text())
   training_outcomes.assert_clears("real_cnn", summary)  # the preset reaches ~0.991
   assert evaluation["test"]["num_examples"] == 10000 and evaluation["validation"]["num_examples"] == 12000
-  # Training counted with count_correct, the report with evaluate's logits: two programs, which may
-  # disagree on a near tie, and must on nothing else.
+  # Training counted with its logits program on the devices' copy of the data, this process with the
+  # restored model's: two compilations, which may disagree on a near tie, and must on nothing else.
   test_logits, valid_logits, valid_indices = checkpoint_logits
   for split, logits, labels in (("test", test_logits, real_mnist.test_labels),
                                 ("valid", valid_logits, real_mnist.train_labels[valid_indices])):

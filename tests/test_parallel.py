@@ -52,7 +52,6 @@ def test_eight_devices_give_the_parameters_of_one(eight_device_report):
   # Same batches, same updates: only the order of the gradient sums differs (float rounding).
   assert r["params_max_diff_8_vs_1"] < 1e-5 * max(1.0, r["params_max_abs"])
   assert abs(r["loss_sum"][0] - r["loss_sum"][1]) < 1e-4 * abs(r["loss_sum"][1])
-  assert r["params_max_diff_python_vs_scan"] < 1e-5 * max(1.0, r["params_max_abs"])
 
 
 @pytest.mark.parametrize("members, layout, spec, shard_rows", [
@@ -78,7 +77,7 @@ def test_cli_trains_an_ensemble_spread_over_eight_devices_and_its_checkpoint_hol
   result = eight_device_report["cli"]["ensemble_of_8"]
   assert result["returncode"] == 0, result["stderr"]
   assert "parallelism: 8 members spread over 8 devices (1 each, no communication)" in result["stdout"]
-  assert "ensemble: test accuracy" in result["stdout"]  # the report restored all 8 members onto 8 devices
+  assert "ensemble: test accuracy" in result["stdout"]  # the report of all 8 members, from the 8 devices
   # ... and onto this process's one device: each member's own parameters, not one device's shard
   from jaxmnist import ensemble, train_state  # pylint: disable=g-import-not-at-top
   trained = train_state.load_trained(eight_devices_folder / "ensemble")

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmnist import augment, loops, models, steps
+from jaxmnist import augment, models, steps
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import learning_rate_schedule, make_optimizer
 from tests import training_outcomes
@@ -28,7 +28,8 @@ def test_post_presets_train_with_plain_sgd(name):
   images = jnp.asarray(images[..., None])
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   optimizer = make_optimizer(dataclasses.replace(config, epochs=1), 2)  # a whole run: a schedule would move
-  step = jax.jit(partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer, **loops.step_options(config)))
+  step = jax.jit(partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer,
+                 label_smoothing=config.label_smoothing, augment=augment.build_augment(config.augment)))
   state = steps.create_train_state(params, optimizer)
 
   def post_loss(p):

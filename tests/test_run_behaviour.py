@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from jaxmnist import checkpoint, cli, errors, report, train
+from jaxmnist import checkpoint, cli, errors, process, report
 from jaxmnist.configs import POST_RESULTS
 from tests.conftest import REPO_ROOT, write_idx_dir
 
@@ -262,7 +262,7 @@ def test_ctrl_c_with_checkpoints_off_says_the_run_cannot_be_resumed(first_run, t
 
 
 def _press_ctrl_c_twice(said: list) -> None:
-  with train.stop_after_epoch_on_ctrl_c(said.append) as stop:
+  with process.stop_after_epoch_on_ctrl_c(said.append) as stop:
     os.kill(os.getpid(), signal.SIGINT)
     deadline = time.monotonic() + 10
     while not stop["requested"] and time.monotonic() < deadline:

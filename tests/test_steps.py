@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmnist import models, steps
+from jaxmnist import models, programs, steps
 from tests import training_outcomes
 from tests.conftest import make_separable
 
@@ -35,15 +35,16 @@ def test_accuracy_counts_examples():
   np.testing.assert_array_equal(steps.batch_is_correct(logits, labels), [True, False, True])
 
 
-def test_count_correct_counts_not_averages_batch_means():
+def test_counts_are_of_examples_not_averages_of_batch_means():
   # 5 examples in batches of 2: averaging batch means would give (1 + 0.5 + 0)/3, not 3/5.
   model = models.build_model("linear")
   params = {"dense0": {"kernel": jnp.zeros((784, 10)), "bias": jnp.arange(10.0)}}  # always predicts 9
   images = jnp.zeros((5, 28, 28, 1), jnp.uint8)
-  labels = jnp.array([9, 9, 9, 0, 1], jnp.int32)
-  correct = steps.count_correct({"params": params}, images, labels, jnp.arange(5, dtype=jnp.int32), batch_size=2,
-                                apply_fn=model.apply)
-  assert int(correct) == 3
+  labels = np.array([9, 9, 9, 0, 1], np.int32)
+  logits = steps.eval_logits({"params": params}, images, jnp.arange(5, dtype=jnp.int32), batch_size=2,
+                             apply_fn=model.apply)
+  assert logits.shape == (5, 10)  # the padding of the last batch is cut off
+  assert int(programs.correct_counts(np.asarray(logits), labels)) == 3
 
 
 def test_padded_batches_keep_shape_and_mark_padding():
@@ -99,8 +100,9 @@ def test_epoch_visits_every_training_example_once():
   _, sums = steps.train_epoch(state, jnp.asarray(images[..., None]), jnp.asarray(labels), train_indices,
                               jax.random.key(3), batch_size=8, apply_fn=model.apply,
                               optimizer=optimizer)
-  correct = steps.count_correct(steps.eval_variables(state), jnp.asarray(images[..., None]), jnp.asarray(labels),
-                                train_indices, batch_size=8, apply_fn=model.apply)
+  logits = steps.eval_logits(steps.eval_variables(state), jnp.asarray(images[..., None]), train_indices,
+                             batch_size=8, apply_fn=model.apply)
+  correct = programs.correct_counts(np.asarray(logits), labels[np.asarray(train_indices)])
   assert float(sums["count"]) == 25.0
   assert float(sums["correct"]) == float(correct)
 

@@ -3,7 +3,7 @@
 Each scenario trains and returns the quantities that its tests check; the tests compare them with
 THRESHOLDS (a test may check some of a scenario's quantities: those it measures), and
 `experiments/test_margins.py` reruns every scenario under perturbations that stand in for another
-machine (seeds, the Python loop, XLA flags, one thread, 8 devices) and reports how far each clears its
+machine (seeds, XLA flags, one thread, 8 devices) and reports how far each clears its
 threshold, and that each fails when learning is broken (`broken=True`: a learning rate of 1e-30, so
 the parameters do not move).
 
@@ -36,7 +36,7 @@ THRESHOLDS = {
     # shows that augmentation and the residual net learn.
     "resnet_affine_tiny": [("valid_accuracy", ">=", 0.6), ("test_accuracy", ">=", 0.6)],
     # cnn_fast's one epoch (15 steps of torch's one-cycle at batch 32): 1.0 valid and test for seeds 0 to 3,
-    # the Python loop, 8 devices, and single-threaded Eigen on one CPU, on 2026-12-01 (2 cores); with learning
+    # 8 devices, and single-threaded Eigen on one CPU, on 2026-12-01 (2 cores); with learning
     # off, 0.075 and 0.08.
     "cnn_fast_tiny": [("valid_accuracy", ">=", 0.9), ("test_accuracy", ">=", 0.9)],
     # One epoch of linear reached 0.870-0.876 over seeds and XLA settings: 0.85 left 0.02 of margin.
@@ -95,23 +95,24 @@ def toy_steps(*, seed: int = 0, broken: bool = False, **_) -> dict:
   ones = jnp.ones(len(labels))
   for _ in range(100):
     state, metrics = step(state, images, labels, ones)
-  correct = steps.count_correct(steps.eval_variables(state), images, labels,
-                                jnp.arange(len(labels), dtype=jnp.int32), batch_size=64, apply_fn=model.apply)
+  logits = steps.eval_logits(steps.eval_variables(state), images, jnp.arange(len(labels), dtype=jnp.int32),
+                             batch_size=64, apply_fn=model.apply)
+  correct = jnp.sum(jnp.argmax(logits, -1) == labels)
   return {"accuracy": int(correct) / len(labels), "final_loss": float(metrics["loss_sum"]) / len(labels),
           "steps": int(state.step)}
 
 
-def _run(config, workdir: Path, mnist: data.Mnist, seed: int, loop: str, broken: bool) -> dict:
+def _run(config, workdir: Path, mnist: data.Mnist, seed: int, broken: bool) -> dict:
   """Trains in-process; returns the run's summary."""
-  config = dataclasses.replace(config, seed=seed, loop=loop)
+  config = dataclasses.replace(config, seed=seed)
   if broken:
     config = dataclasses.replace(config, learning_rate=BROKEN_LEARNING_RATE)
   return train.train_and_evaluate(config, workdir, mnist, progress=False)
 
 
-def tiny_run(workdir: Path, *, seed: int = 0, loop: str = "scan", broken: bool = False) -> dict:
+def tiny_run(workdir: Path, *, seed: int = 0, broken: bool = False) -> dict:
   """The `tiny` preset (mlp3, 3 epochs) on the separable toy set: what the CLI tests run too."""
-  return _run(PRESETS["tiny"], workdir, tiny_mnist(), seed, loop, broken)
+  return _run(PRESETS["tiny"], workdir, tiny_mnist(), seed, broken)
 
 
 # A short modern recipe for the convolutional nets; 5 epochs of 15 steps.
@@ -120,34 +121,34 @@ _SHORT_CNN_RECIPE = dataclasses.replace(
     label_smoothing=0.1, weight_decay=1e-4)
 
 
-def cnn_tiny(workdir: Path, *, seed: int = 0, loop: str = "scan", broken: bool = False) -> dict:
-  return _run(dataclasses.replace(_SHORT_CNN_RECIPE, model="cnn"), workdir, tiny_mnist(), seed, loop, broken)
+def cnn_tiny(workdir: Path, *, seed: int = 0, broken: bool = False) -> dict:
+  return _run(dataclasses.replace(_SHORT_CNN_RECIPE, model="cnn"), workdir, tiny_mnist(), seed, broken)
 
 
-def resnet_affine_tiny(workdir: Path, *, seed: int = 0, loop: str = "scan", broken: bool = False) -> dict:
+def resnet_affine_tiny(workdir: Path, *, seed: int = 0, broken: bool = False) -> dict:
   config = dataclasses.replace(_SHORT_CNN_RECIPE, model="resnet", augment="affine")
-  return _run(config, workdir, tiny_mnist(), seed, loop, broken)
+  return _run(config, workdir, tiny_mnist(), seed, broken)
 
 
-def cnn_fast_tiny(workdir: Path, *, seed: int = 0, loop: str = "scan", broken: bool = False) -> dict:
+def cnn_fast_tiny(workdir: Path, *, seed: int = 0, broken: bool = False) -> dict:
   """The `cnn_fast` preset as the time-to-99% race runs it (Adam with betas 0.7 and 0.9, torch's
   OneCycleLR, one epoch), at batch 32 so that the toy set's 480 training examples make a cycle of 15 steps."""
   config = dataclasses.replace(PRESETS["cnn_fast"], batch_size=32, eval_batch_size=64)
-  return _run(config, workdir, tiny_mnist(), seed, loop, broken)
+  return _run(config, workdir, tiny_mnist(), seed, broken)
 
 
-def real_linear(workdir: Path, *, mnist: data.Mnist, seed: int = 0, loop: str = "scan",
+def real_linear(workdir: Path, *, mnist: data.Mnist, seed: int = 0,
                 broken: bool = False) -> dict:
   """One epoch of `linear` on real MNIST at lr 0.1 (0.01, the post's, reaches only ~0.79 in one)."""
   config = dataclasses.replace(PRESETS["linear"], epochs=1, learning_rate=0.1)
-  return _run(config, workdir, mnist, seed, loop, broken)
+  return _run(config, workdir, mnist, seed, broken)
 
 
-def real_fashion_linear(workdir: Path, *, fashion: data.Mnist, seed: int = 0, loop: str = "scan",
+def real_fashion_linear(workdir: Path, *, fashion: data.Mnist, seed: int = 0,
                         broken: bool = False) -> dict:
   """real_linear's run on real Fashion-MNIST: one epoch of `linear` at lr 0.1, and its weight templates."""
   config = dataclasses.replace(PRESETS["linear"], epochs=1, learning_rate=0.1, dataset="fashion_mnist")
-  summary = _run(config, workdir, fashion, seed, loop, broken)
+  summary = _run(config, workdir, fashion, seed, broken)
   kernel = train_state.load_trained(workdir).variables["params"]["dense0"]["kernel"]
   return {**summary, "template_agreement": template_agreement(np.sign(interpret.weight_templates(kernel)), fashion)}
 
@@ -173,12 +174,12 @@ NUM_RENDERED = 100  # test digits rendered as PNG and as JPEG: 200 pictures
 NUM_BROWSER_DIGITS = 200
 
 
-def real_cnn(workdir: Path, *, mnist: data.Mnist, seed: int = 0, loop: str = "scan", broken: bool = False,
+def real_cnn(workdir: Path, *, mnist: data.Mnist, seed: int = 0, broken: bool = False,
              browser: bool = True) -> dict:
   """The `cnn` preset on real MNIST (as the suite's cnn_run), then what test_model_life and
   test_browser measure of the model: rendered digits through predict, and, where Playwright and
   chromium are installed and `browser`, the page of `jaxmnist serve`."""
-  summary = _run(PRESETS["cnn"], workdir, mnist, seed, loop, broken)
+  summary = _run(PRESETS["cnn"], workdir, mnist, seed, broken)
   measured = {**summary, "rendered_accuracy": rendered_accuracy(workdir, mnist, workdir.parent / "rendered")}
   if browser and serving.chromium_path() and importlib.util.find_spec("playwright"):
     measured.update(browser_outcomes(workdir, workdir.parent / "serve-cache", mnist))
