@@ -221,11 +221,6 @@ def restore_latest(directory: Path, abstract_state) -> Restored:
   raise UserError(f"every checkpoint in {directory} is damaged ({'; '.join(skipped)}). Train the run again.")
 
 
-def abstract_like(state_shapes, sharding):
-  """A restore target: the shapes and dtypes of `state_shapes`, each placed with `sharding`."""
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)
-
-
 def describe(restored: Restored) -> str:
   """One line for the log: which checkpoint was used, and which damaged ones were passed over."""
   line = f"checkpoint of epoch {restored.epoch}"

@@ -42,12 +42,6 @@ def over_members(fn, in_axes, at_once: int | None = None):
   return mapped
 
 
-def eval_batch_size(batch_size: int, num_members: int, at_once: int | None) -> int:
-  """The evaluation batch of each member: vmapped members (at_once None) share `batch_size` examples per
-  step, so that they need one model's memory; members mapped one after another each take all of it."""
-  return -(-batch_size // max(1, num_members if at_once is None else 1))
-
-
 def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array, unrolled: bool = False) -> jax.Array:
   """Eval-mode logits [M, B, C] of every member for the same inputs.
 
@@ -78,13 +72,6 @@ def ensemble_apply(apply_fn, unrolled: bool = False):
 def members_agreeing(member_logits_MxBxC, ensemble_logits_BxC):
   """How many members [B] pick the ensemble's class (numpy or jax arrays)."""
   return (member_logits_MxBxC.argmax(-1) == ensemble_logits_BxC.argmax(-1)[None]).sum(0)
-
-
-def test_counts(member_logits_MxNxC: jax.Array, labels_N: jax.Array):
-  """Correct counts of each member [M] and of the ensemble (a scalar), from the members' logits."""
-  member_correct = jnp.sum(jnp.argmax(member_logits_MxNxC, -1) == labels_N[None], axis=1, dtype=jnp.int32)
-  ensemble_correct = jnp.sum(jnp.argmax(combine(member_logits_MxNxC), -1) == labels_N, dtype=jnp.int32)
-  return member_correct, ensemble_correct
 
 
 def stack(trees: list):

@@ -49,7 +49,7 @@ class Layout:
     members = len(config.seeds)
     spreads = bool(members) and mesh.size > 1 and members % mesh.size == 0
     at_once = 1 if members and not spreads and jax.default_backend() == "cpu" else None
-    per_member = ensemble.eval_batch_size(config.eval_batch_size, members, at_once)
+    per_member = -(-config.eval_batch_size // (members if members and at_once is None else 1))
     return cls(mesh=mesh, num_members=members, spreads_members=spreads, members_at_once=at_once,
                eval_batch_size=-(-per_member // mesh.size) * mesh.size)
 
@@ -126,9 +126,8 @@ class Programs:
     return jax.vmap(init) if self.config.seeds else init
 
   def _init_keys(self) -> jax.Array:
-    seeds = self.config.seeds or (self.config.seed,)
-    keys = jnp.stack([steps.init_key(seed) for seed in seeds])
-    return keys if self.config.seeds else keys[0]
+    keys = [steps.init_key(seed) for seed in self.config.seeds or (self.config.seed,)]
+    return jnp.stack(keys) if self.config.seeds else keys[0]
 
   def init(self) -> steps.TrainState:
     """Parameters and optimizer state, created on the mesh in one jit (eager init would compile every
@@ -155,7 +154,7 @@ class Programs:
 
 def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
   """The images and labels on the devices, split along the examples, and the splits' indices, as the
-  programs of (config, mesh) read them.
+  programs of (config, mesh) read them; the validation labels on the host.
 
   An ensemble's indices are stacked [K, ...], each member's split from its own seed (the test split is
   every member's); with the members spread over the devices, every device holds all the images and its
@@ -179,6 +178,7 @@ def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
       "train_indices": place_indices(train_indices, mesh),
       "valid_indices": place_indices(valid_indices, mesh),
       "test_indices": place_indices(test_indices, mesh),
+      "valid_labels": mnist.train_labels[valid_indices],  # on the host, where the logits are counted
   }
 
 

@@ -5,6 +5,7 @@ half-written file; metrics.csv is rewritten after each epoch and always holds th
 """
 
 import csv
+import datetime
 import io
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist.configs import PostResult
+from jaxmnist.configs import PostResult, config_to_dict
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
 # An ensemble's metrics.csv: a line per member per epoch (the epoch's seconds are the members' together).
@@ -57,6 +58,31 @@ def test_accuracies(rows: list, member_correct, ensemble_correct, num_test: int)
   return {"members": members, "member_test_accuracy": spread([m["test_accuracy"] for m in members]),
           "member_valid_accuracy": spread(valid) if valid else None,
           "ensemble_test_accuracy": ensemble_correct / num_test, "test_accuracy": ensemble_correct / num_test}
+
+
+def finished_summary(config, rows: list, resumed_rows: list, train_seconds: float, mnist, data_info: dict,
+                     test_accuracies_: dict, machine: dict) -> dict:
+  """summary.json of a finished run: its config, accuracies, timings, data and the machine it ran on."""
+  first_epoch = len(resumed_rows) + 1
+  return {
+      "status": "finished",
+      "config": config_to_dict(config),
+      "epochs_completed": config.epochs,
+      "valid_accuracy": rows[-1]["valid_accuracy"],
+      **test_accuracies_,
+      "train_seconds": round(train_seconds, 3),
+      # The first epoch of this process includes compilation.
+      "first_epoch_seconds": rows[first_epoch - 1]["seconds"] if first_epoch <= len(rows) else None,
+      "resumed_from_epoch": first_epoch - 1 if resumed_rows else None,
+      "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[first_epoch:]]
+                                                     or [rows[-1]["seconds"]])), 4),
+      "dataset": config.dataset,
+      "data_source": mnist.source,
+      "data_verified": mnist.verified,
+      "data_sha256": data_info["sha256"],
+      **machine,
+      "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+  }
 
 
 def portable(text: str) -> str:

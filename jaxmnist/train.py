@@ -12,7 +12,6 @@ compiled programs, jaxmnist.programs; the data on the devices; the state built o
 train` the evaluation report of the model in memory). `run` is the `jaxmnist train` command around them.
 """
 
-import datetime
 import math
 import sys
 import time
@@ -75,7 +74,13 @@ class Training(NamedTuple):
   rows: list  # the metrics of the epochs already finished (a resumed run's)
 
 
-def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume: bool, say) -> Training:
+def say(*lines) -> None:
+  """Prints on process 0 only: one log for a job of several processes."""
+  if parallel.is_main_process():
+    print(*lines)
+
+
+def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume: bool) -> Training:
   """Checks the data against the config, writes config.json, places the data, builds or restores the state."""
   configs.check_batch_fits(config, len(mnist.train_labels))
   data.check_dataset(config.dataset, mnist)
@@ -97,11 +102,7 @@ def set_up(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, resume:
   return Training(programs, arrays, data_info, state, list(restored.rows))
 
 
-def _valid_labels(mnist: data.Mnist, arrays: dict) -> np.ndarray:
-  return mnist.train_labels[np.asarray(jax.device_get(arrays["valid_indices"]))]
-
-
-def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mnist, progress: bool, say):
+def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mnist, progress: bool):
   """The epochs from the first unfinished one to the last; returns the state, every epoch's metrics, the
   seconds they took and the last epoch's validation logits. Saves checkpoints as due, stops after an
   epoch on Ctrl-C."""
@@ -110,7 +111,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
   writes = parallel.is_main_process()
   programs, arrays, state, rows = training.programs, training.arrays, training.state, list(training.rows)
   num_valid, first_epoch = arrays["valid_indices"].shape[-1], len(rows) + 1  # [K, V] for an ensemble
-  valid_labels, valid_logits = _valid_labels(mnist, arrays), None
+  valid_logits = None
   bar = tqdm(range(first_epoch, config.epochs + 1), desc=config.model, unit="epoch", initial=first_epoch - 1,
              total=config.epochs, disable=not (progress and writes), file=sys.stderr, dynamic_ncols=True)
   saves = writes and config.checkpoint_every > 0  # 0: never (benchmarks); then nothing can resume or evaluate
@@ -124,7 +125,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
         if num_valid:
           valid_logits = programs.logits(steps.eval_variables(state), arrays["images"], arrays["valid_indices"])
         sums, valid_logits = jax.device_get((sums, valid_logits))  # the one host sync per epoch
-        valid_correct = correct_counts(valid_logits, valid_labels) if num_valid else None
+        valid_correct = correct_counts(valid_logits, arrays["valid_labels"]) if num_valid else None
         rows.append(report.epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start,
                                      config.seeds))
         if writes:
@@ -148,41 +149,23 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
   return state, rows, time.perf_counter() - started, valid_logits
 
 
-def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training, epochs, with_report: bool,
-           say) -> tuple[dict, dict | None]:
+def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training, epochs,
+           with_report: bool) -> tuple[dict, dict | None]:
   """Counts the test set right, writes summary.json and accuracy.png, and with `with_report` the evaluation
   report of the model in memory (jaxmnist.evaluate); returns the summary and the report."""
   state, rows, train_seconds, valid_logits = epochs
-  programs, arrays, first_epoch = training.programs, training.arrays, len(training.rows) + 1
+  programs, arrays = training.programs, training.arrays
   variables = steps.eval_variables(state)
   test_logits = np.asarray(programs.logits(variables, arrays["test_images"], arrays["test_indices"]))
   num_test = len(mnist.test_labels)
   correct = correct_counts(test_logits, mnist.test_labels)
-  summary = {
-      "status": "finished",
-      "config": configs.config_to_dict(config),
-      "epochs_completed": config.epochs,
-      "valid_accuracy": rows[-1]["valid_accuracy"],
-      **report.test_accuracies(rows, correct, ensemble_correct(test_logits, mnist.test_labels) if config.seeds
-                               else None, num_test),
-      "train_seconds": round(train_seconds, 3),
-      # The first epoch of this process includes compilation.
-      "first_epoch_seconds": rows[first_epoch - 1]["seconds"] if first_epoch <= len(rows) else None,
-      "resumed_from_epoch": first_epoch - 1 if training.rows else None,
-      "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[first_epoch:]]
-                                                     or [rows[-1]["seconds"]])), 4),
-      "dataset": config.dataset,
-      "data_source": mnist.source,
-      "data_verified": mnist.verified,
-      "data_sha256": training.data_info["sha256"],
-      "device": str(jax.devices()[0].device_kind),
-      "platform": jax.default_backend(),
-      "num_devices": int(programs.layout.mesh.size),
-      "parallelism": programs.layout.describe(),
-      "num_processes": jax.process_count(),
-      "jax_version": jax.__version__,
-      "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
-  }
+  summary = report.finished_summary(
+      config, rows, training.rows, train_seconds, mnist, training.data_info,
+      report.test_accuracies(rows, correct, ensemble_correct(test_logits, mnist.test_labels) if config.seeds
+                             else None, num_test),
+      {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
+       "num_devices": int(programs.layout.mesh.size), "parallelism": programs.layout.describe(),
+       "num_processes": jax.process_count(), "jax_version": jax.__version__})
   if not parallel.is_main_process():
     return summary, None
   report.write_json(workdir / "summary.json", summary)
@@ -209,11 +192,10 @@ def check_and_prepare(config: Config, workdir: Path, mesh: Mesh, resume: bool) -
 def train_checked(config: Config, workdir: Path, mnist: data.Mnist, mesh: Mesh, progress: bool = True,
                   resume: bool = False, with_report: bool = False) -> tuple[dict, dict | None]:
   """The three phases, for settings that `check_and_prepare` passed; returns the summary and the report."""
-  say = print if parallel.is_main_process() else (lambda *_: None)
   try:
-    training = set_up(config, workdir, mnist, mesh, resume, say)
-    epochs = run_epochs(config, workdir, training, mnist, progress, say)
-    return finish(config, workdir, mnist, training, epochs, with_report, say)
+    training = set_up(config, workdir, mnist, mesh, resume)
+    epochs = run_epochs(config, workdir, training, mnist, progress)
+    return finish(config, workdir, mnist, training, epochs, with_report)
   except (OSError, checkpoint.SaveFailed) as e:  # a full disk, a read-only folder, a quota
     raise errors.WriteFailed(_write_failed_message(config, workdir, e)) from e
 
@@ -249,7 +231,6 @@ def run(args) -> dict:
   mesh = parallel.make_mesh(args.num_devices)
   workdir = Path(args.resume) if resume else Path(args.workdir or runs.default_workdir(config))
   check_and_prepare(config, workdir, mesh, resume)  # before any data is fetched
-  say = print if parallel.is_main_process() else (lambda *_: None)
   mnist = data.load_with_log(config.dataset, args.source, args.data_dir, cache_dir, not args.unverified, say)
   say(f"devices: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}, "
       f"{jax.process_count()} process(es)); run directory: {workdir}")
