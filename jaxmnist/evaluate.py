@@ -16,29 +16,24 @@ import argparse
 import time
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import configs, data, datasets, ensemble, errors, interpret, process, report, runs, train_state
+from jaxmnist import data, datasets, ensemble, errors, interpret, process, report, runs, train_state
+from jaxmnist.programs import place_data
 
 NUM_TOP_LOSSES = 15
 
 
 def split_logits(trained: train_state.Trained, mnist: data.Mnist):
-  """Eval-mode logits of the test set [N, C] and of the run's validation split [V, C] (None without one);
-  an ensemble's members' [K, N, C] and [K, V, C], each member on its own validation split."""
-  programs, num_members = trained.programs, len(trained.seeds)
-  test_indices = np.arange(len(mnist.test_labels), dtype=np.int32)
-  valid_indices = [data.split_train_valid(len(mnist.train_labels), member.valid_fraction, member.seed)[1]
-                   for member in configs.member_configs(trained.config)]
-  if num_members:
-    test_indices, valid_indices = np.stack([test_indices] * num_members), np.stack(valid_indices)
-  else:
-    valid_indices = valid_indices[0]
-  test = np.asarray(programs.logits(trained.variables, jnp.asarray(mnist.test_images), test_indices))
-  if not valid_indices.shape[-1]:  # a run with --valid-fraction=0 trained on every training example
-    return test, None
-  return test, np.asarray(programs.logits(trained.variables, jnp.asarray(mnist.train_images), valid_indices))
+  """Eval-mode logits of the test set [N, C] and of the run's validation split [V, C] (None without one), and
+  that split's labels; an ensemble's [K, N, C], [K, V, C] and [K, V], each member on its own split."""
+  programs = trained.programs
+  arrays = place_data(mnist, trained.config, programs.layout.mesh)
+  test = np.asarray(programs.logits(trained.variables, arrays["test_images"], arrays["test_indices"]))
+  if not arrays["valid_indices"].shape[-1]:  # a run with --valid-fraction=0 trained on every training example
+    return test, None, None
+  valid = np.asarray(programs.logits(trained.variables, arrays["images"], arrays["valid_indices"]))
+  return test, valid, arrays["valid_labels"]
 
 
 def member_report(trained: train_state.Trained, member_logits_KxNxC, ensemble_logits_NxC, labels_N,
@@ -99,14 +94,12 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   return evaluation
 
 
-def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logits, valid_logits, say=print) -> dict:
+def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logits, valid_logits, valid_labels,
+                     say=print) -> dict:
   """Writes the report of `trained` from its logits (`split_logits`'s) into its run; returns evaluation.json's
   contents. `jaxmnist train` hands in the model and logits it holds; `jaxmnist evaluate` restores them."""
   run_dir, dataset = trained.run_dir, datasets.get(trained.config.dataset)
   names = dataset.class_names
-  valid_labels = [mnist.train_labels[data.split_train_valid(len(mnist.train_labels), member.valid_fraction,
-                                                            member.seed)[1]]
-                  for member in configs.member_configs(trained.config)]
   valid, members = None, None
   if trained.seeds:  # the report is the ensemble's; each member is validated on its own split
     member_logits, test_logits = test_logits, np.asarray(ensemble.combine(test_logits))
@@ -114,7 +107,7 @@ def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logit
         float(np.mean(logits.argmax(-1) == labels)) for logits, labels in zip(valid_logits, valid_labels)]
     members = member_report(trained, member_logits, test_logits, mnist.test_labels, member_valid)
   elif valid_logits is not None:
-    valid = split_report(valid_logits, valid_labels[0], names)
+    valid = split_report(valid_logits, valid_labels, names)
   test = split_report(test_logits, mnist.test_labels, names)
 
   try:

@@ -86,6 +86,12 @@ class Layout:
     why = f"; {members} members do not divide evenly over {devices} devices" if members else ""
     return f"data parallel: every batch of {whose} split over {devices} devices{why}"
 
+  def machine(self) -> dict:
+    """Where the run ran, for summary.json."""
+    return {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
+            "num_devices": int(self.mesh.size), "parallelism": self.describe(),
+            "num_processes": jax.process_count(), "jax_version": jax.__version__}
+
   def members(self, fn, in_axes):
     """`fn` over an ensemble's members (the arguments whose in_axes entry is 0); one model's `fn` as it is."""
     return ensemble.over_members(fn, in_axes, self.members_at_once) if self.num_members else fn

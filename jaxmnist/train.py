@@ -163,9 +163,7 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
       config, rows, training.rows, train_seconds, mnist, training.data_info,
       report.test_accuracies(rows, correct, ensemble_correct(test_logits, mnist.test_labels) if config.seeds
                              else None, num_test),
-      {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
-       "num_devices": int(programs.layout.mesh.size), "parallelism": programs.layout.describe(),
-       "num_processes": jax.process_count(), "jax_version": jax.__version__})
+      programs.layout.machine())
   if not parallel.is_main_process():
     return summary, None
   report.write_json(workdir / "summary.json", summary)
@@ -178,7 +176,8 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
   trained = train_state.Trained(run_dir=workdir, config=config, model=programs.model, variables=variables,
                                 epoch=config.epochs, checkpoint_line=f"checkpoint of epoch {config.epochs}",
                                 data=training.data_info, programs=programs)
-  return summary, evaluate.write_evaluation(trained, mnist, test_logits, valid_logits, say)
+  valid_labels = arrays["valid_labels"]
+  return summary, evaluate.write_evaluation(trained, mnist, test_logits, valid_logits, valid_labels, say)
 
 
 def check_and_prepare(config: Config, workdir: Path, mesh: Mesh, resume: bool) -> None:

@@ -22,7 +22,7 @@ def checkpoint_logits(cnn_run, real_mnist):
   trained = train_state.load_trained(cnn_run[0])
   _, valid_indices = data.split_train_valid(len(real_mnist.train_labels), trained.config.valid_fraction,
                                             trained.config.seed)
-  test_logits, valid_logits = evaluate.split_logits(trained, real_mnist)
+  test_logits, valid_logits, _ = evaluate.split_logits(trained, real_mnist)
   return test_logits, valid_logits, valid_indices
 
 
