@@ -160,15 +160,20 @@ def write_report(out: Path, args, all_runs: dict) -> None:
       plot_curves(out / f"curves-{name}.png", name, {k: v for k, v in all_runs[name].items() if v})
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command's flags (the README's comparison command is checked against them in tests)."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   parser.add_argument("--models", default=",".join(MODELS), type=lambda s: s.split(","))
   parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
   parser.add_argument("--epochs", type=int, default=400)
   parser.add_argument("--torch-loop", default="post", choices=["post", "tuned"])
   parser.add_argument("--frameworks", default="jaxmnist,PyTorch", type=lambda s: s.split(","))
   parser.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "reproduce"))
-  args = parser.parse_args()
+  return parser.parse_args(argv)
+
+
+def main():
+  args = parse_args()
 
   out = Path(args.out)
   (out / "runs").mkdir(parents=True, exist_ok=True)

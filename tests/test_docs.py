@@ -8,7 +8,8 @@ Checked in README.md and every docs/*.md:
   tests/, experiments/, docs/ or .ci/) exists; outputs such as runs/... are not repository paths,
   and glob patterns are skipped;
 - the README stays the front page (at most README_MAX_CHARS characters), and each docs page opens with
-  a ```bash block of its commands before its first "## " section.
+  a ```bash block of its commands before its first "## " section;
+- docs/layout.md names every module of the package (a removed one is caught by the path check).
 
 docs/from-pytorch.md marks each excerpt of jaxmnist's code with an HTML comment on the line before
 its fenced python block:
@@ -162,6 +163,12 @@ def test_every_named_repository_path_exists(page):
 def test_readme_is_a_front_page():
   size = len((REPO_ROOT / "README.md").read_text())
   assert size <= README_MAX_CHARS, f"README.md has {size} characters; move detail into docs/"
+
+
+def test_the_layout_names_every_module_of_the_package():
+  named = set(re.findall(r"`(jaxmnist/[\w/]+\.py)`", (REPO_ROOT / "docs" / "layout.md").read_text()))
+  modules = {_rel(path) for path in (REPO_ROOT / "jaxmnist").glob("*.py") if path.name != "__init__.py"}
+  assert named >= modules, f"docs/layout.md's table lacks {sorted(modules - named)}"
 
 
 def test_the_docs_exist():
