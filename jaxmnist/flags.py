@@ -1,13 +1,11 @@
-"""Every flag of the `jaxmnist` command and of `python -m jaxmnist.train`, and the Config a train command's
-flags describe.
+"""Every flag of the `jaxmnist` command and of `python -m jaxmnist.train`, and the Config they describe.
 
 Synopsis:
   args = flags.build_parser().parse_args(["train", "--model=cnn"])     # the `jaxmnist` command
   args = flags.parse_train_args(["--model=mlp3", "--epochs=20"])       # `python -m jaxmnist.train`
   config = flags.config_from_args(args)                                # the preset, changed by the flags
 
-Free of jax (only configs, datasets and data's names are read), so `jaxmnist --help` and a mistyped
-flag answer at once.
+Free of jax, so `jaxmnist --help` and a mistyped flag answer at once.
 """
 
 import argparse
@@ -20,22 +18,14 @@ from jaxmnist.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """Refuses abbreviated and unknown flags with a UserError, so a typo is one paragraph and exit 2.
-
-  (argparse would take `--data=idx` as `--data-dir=idx` without a word.)
-  """
+  """Refuses abbreviated (argparse would read `--data=idx` as `--data-dir=idx`) and unknown flags with a
+  UserError, so a typo is one paragraph and exit 2."""
 
   def __init__(self, **kwargs):
     super().__init__(allow_abbrev=False, **kwargs)
 
   def error(self, message):
     raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
-
-
-# The Config fields a flag can set; on --resume they must agree with the run's own config.
-RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "seeds", "init", "optimizer",
-                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
-CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,14 +147,16 @@ def _flag(name: str) -> str:
   return "--lr" if name == "learning_rate" else "--" + name.replace("_", "-")
 
 
-def _given(args: argparse.Namespace, names) -> dict:
-  return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+def _given(args: argparse.Namespace) -> dict:
+  """The Config fields the flags set: a flag's dest is its field's name (--model names a preset instead)."""
+  return {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)
+          if field.name != "model" and getattr(args, field.name, None) is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
   if args.resume:
     return resumed_config(args)
-  given = _given(args, RESULT_FLAGS + CHECKPOINT_FLAGS)
+  given = _given(args)
   if "seeds" in given:
     if "seed" in given:
       raise UserError(f"--seed={args.seed} and --seeds={','.join(map(str, args.seeds))} both say which seeds to "
@@ -180,8 +172,9 @@ def resumed_config(args: argparse.Namespace) -> Config:
   """
   run_dir = Path(args.resume)
   saved = runs.read_config(run_dir)
-  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})"
-                    for name, value in _given(args, RESULT_FLAGS).items() if value != getattr(saved, name)]
+  given = _given(args)
+  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})" for name, value in given.items()
+                    if name not in configs.CHECKPOINT_FIELDS and value != getattr(saved, name)]
   if args.model is not None and _preset(args.model).model != saved.model:
     contradictions.append(f"--model={args.model} (the run trains {saved.model})")
   if args.workdir is not None and Path(args.workdir).resolve() != run_dir.resolve():
@@ -189,4 +182,4 @@ def resumed_config(args: argparse.Namespace) -> Config:
   if contradictions:
     raise UserError(f"--resume {run_dir} continues that run with its own config, but these flags contradict "
                     f"it: {'; '.join(contradictions)}. Drop them to resume, or start a new run without --resume.")
-  return dataclasses.replace(saved, **_given(args, CHECKPOINT_FLAGS))
+  return dataclasses.replace(saved, **{name: given[name] for name in configs.CHECKPOINT_FIELDS if name in given})
