@@ -9,7 +9,6 @@ import datetime
 import io
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -83,24 +82,6 @@ def finished_summary(config, rows: list, resumed_rows: list, train_seconds: floa
       **machine,
       "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
   }
-
-
-def portable(text: str) -> str:
-  """`text` with this machine's cache and home folders written as $JAXMNIST_CACHE_DIR and ~, for
-  results that are committed and read elsewhere."""
-  cache = os.environ.get("JAXMNIST_CACHE_DIR")
-  if cache:
-    text = text.replace(str(Path(cache).expanduser()), "$JAXMNIST_CACHE_DIR")
-  return text.replace(str(Path.home()), "~")
-
-
-def cpu_name() -> str:
-  """The processor's model name (Linux), else the machine type: for the hardware line of results."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.machine()
 
 
 def write_replacing(path, write, suffix: str = "") -> None:
