@@ -37,7 +37,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, report  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.programs import Programs  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
@@ -204,7 +205,7 @@ def environment() -> dict:
   if HAS_TORCH:
     import torch  # pylint: disable=g-import-not-at-top
     versions["torch"] = torch.__version__
-  cpu = report.cpu_name()
+  cpu = provenance.cpu_name()
   return {"date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
           "platform": jax.default_backend(), "cpu": cpu, "cpu_count": os.cpu_count(), "versions": versions}
 
@@ -273,7 +274,7 @@ def main():
     peak = matmul_peak_flops()
   train_indices, _ = data.split_train_valid(len(mnist.train_labels), 0.2, seed=0)
   results = {"environment": environment(), "command": " ".join(["python", "experiments/bench.py", *sys.argv[1:]]),
-             "data": report.portable(mnist.source), "num_train": len(train_indices), "epochs": epochs, "peak_flop_per_s": peak,
+             "data": provenance.portable(mnist.source), "num_train": len(train_indices), "epochs": epochs, "peak_flop_per_s": peak,
              "models": {}}
   if args.torch_worker:
     print(json.dumps({name: {loop: bench_torch(name, loop, mnist, train_indices, epochs)

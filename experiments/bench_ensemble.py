@@ -35,7 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxmnist import data, models, parallel, programs, report  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, programs  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -78,7 +79,7 @@ def processes_against_one(part: str, data_dir) -> dict:
   one = {"wall_s": wall, "train_s": summary["train_seconds"], "members": summary["members"],
          "member_test_accuracy": summary["member_test_accuracy"], "ensemble_test_accuracy":
          summary["ensemble_test_accuracy"], "parallelism": summary["parallelism"],
-         "log": report.portable(stdout).replace(str(tmp), "$TMPDIR")}
+         "log": provenance.portable(stdout).replace(str(tmp), "$TMPDIR")}
   separate_wall = sum(r["wall_s"] for r in separate)
   # The machine's 1-minute load average at the end: above the core count, something else was running.
   result = {"load_average_at_end": round(os.getloadavg()[0], 2),

@@ -44,7 +44,8 @@ import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-impo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, process, programs, report, steps  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, process, programs, steps  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402
 
@@ -240,7 +241,7 @@ def profile_fast(mnist: data.Mnist) -> dict:
 
 def environment() -> str:
   device = jax.devices()[0]
-  hardware = device.device_kind if device.platform != "cpu" else f"CPU {report.cpu_name()} ({os.cpu_count()} cores)"
+  hardware = device.device_kind if device.platform != "cpu" else f"CPU {provenance.cpu_name()} ({os.cpu_count()} cores)"
   torch = ""
   if HAS_TORCH:
     import torch as torch_module  # pylint: disable=g-import-not-at-top

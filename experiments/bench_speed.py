@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-from jaxmnist import data, report  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxmnist import data  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARTS = ("train", "first_run", "predict", "serve", "checkpoints", "profile")
 SERVE_BEFORE = {"per_second": 114.0, "p50_ms": 37.5}  # the figures, 2026-11-27, a `cnn` run
@@ -192,7 +193,7 @@ def main():
   if unknown:
     parser.error(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
   out = Path(args.out)
-  results = {"environment": f"{datetime.date.today()}; CPU {report.cpu_name()} ({os.cpu_count()} cores); jax "
+  results = {"environment": f"{datetime.date.today()}; CPU {provenance.cpu_name()} ({os.cpu_count()} cores); jax "
                             f"{jax.__version__}" if jax.default_backend() == "cpu" else jax.devices()[0].device_kind,
              "command": "python experiments/bench_speed.py " + " ".join(
                  a for a in sys.argv[1:] if not a.startswith(("--torch-python", "--out"))),

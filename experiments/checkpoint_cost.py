@@ -30,7 +30,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from jaxmnist import checkpoint, data, report, train  # noqa: E402
+from jaxmnist import checkpoint, data, train  # noqa: E402
+from experiments import provenance  # noqa: E402
 from jaxmnist.configs import PRESETS  # noqa: E402
 
 CASES = {"mlp3": dataclasses.replace(PRESETS["mlp3"], epochs=100), "cnn": PRESETS["cnn"],
@@ -49,7 +50,7 @@ def _timed(method):
 
 
 # The experiment's own instrument: every call the training loop makes into the Saver, timed.
-for _name in ("save", "wait", "close"):  # (not __init__: it runs before the loop's clock starts)
+for _name in ("save", "close"):  # (not __init__: it runs before the loop's clock starts)
   setattr(checkpoint.Saver, _name, _timed(getattr(checkpoint.Saver, _name)))
 
 
@@ -83,7 +84,7 @@ def main():
                      "median_on": on, "median_off": off_median, "overhead": on / off_median - 1,
                      "blocked_share": statistics.median(blocked)}
     print(name, results[name], flush=True)
-  date, cpu = datetime.date.today().isoformat(), report.cpu_name()
+  date, cpu = datetime.date.today().isoformat(), provenance.cpu_name()
   load = open("/proc/loadavg").read().split()[0] if Path("/proc/loadavg").exists() else "unknown"
   lines = [f"# Checkpoint cost ({date}, {cpu}, {os.cpu_count()} cores)", "",
            f"Command: `python experiments/checkpoint_cost.py --repeats={args.repeats}`. Training loop wall time "

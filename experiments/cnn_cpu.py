@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import report  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.models import conv3x3_im2col, max_pool_2x2  # noqa: E402  pylint: disable=g-import-not-at-top
 
 BATCH = 128
@@ -87,7 +87,7 @@ def main():
       seconds = timer(conv, params, xs, ys)
       rows.append((conv_name, loop_name, seconds))
       print(f"{conv_name}, {loop_name}: {seconds * 1000:.1f} ms/step", flush=True)
-  cpu = report.cpu_name()
+  cpu = provenance.cpu_name()
   lines = ["# A CNN training step on XLA's CPU backend, four ways", "",
            f"{datetime.date.today()}; {cpu} ({os.cpu_count()} cores); jax {jax.__version__}. "
            f"Command: `python experiments/cnn_cpu.py`. Net: conv32-conv32-pool-conv64-conv64-pool-dense128, "

@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import profile_step  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-from jaxmnist import models, report  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxmnist import models  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @jax.custom_vjp
@@ -149,7 +150,7 @@ def main():
       ms[name].append(1000 * (time.perf_counter() - started) / args.steps)
   load_end = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "unknown"
   flags = os.environ.get("XLA_FLAGS", "")
-  lines = [f"# cnn_fast's step, written several ways: {datetime.date.today()}; CPU {report.cpu_name()} "
+  lines = [f"# cnn_fast's step, written several ways: {datetime.date.today()}; CPU {provenance.cpu_name()} "
            f"({os.cpu_count()} cores); jax {jax.__version__}", "",
            f"Command: `{'XLA_FLAGS=' + repr(flags) + ' ' if flags else ''}python experiments/cnn_variants.py "
            f"--steps={args.steps} --repeats={args.repeats}`. Load average {load_start} at the start, {load_end} at the "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import report  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def train_ensemble(model: str, dataset: str, seeds, extra) -> dict:
@@ -45,8 +45,8 @@ def train_ensemble(model: str, dataset: str, seeds, extra) -> dict:
           "member_test_accuracy": summary["member_test_accuracy"],
           "member_valid_accuracy": summary["member_valid_accuracy"],
           "members": summary["members"], "parallelism": summary["parallelism"],
-          "data_source": report.portable(summary["data_source"]).replace(tmp, "$TMPDIR"),
-          "log": report.portable(out.stdout).replace(tmp, "$TMPDIR")}
+          "data_source": provenance.portable(summary["data_source"]).replace(tmp, "$TMPDIR"),
+          "log": provenance.portable(out.stdout).replace(tmp, "$TMPDIR")}
 
 
 def to_markdown(results: dict) -> str:
@@ -89,7 +89,7 @@ def main():
   flags = " ".join([f"--model={args.model}", f"--dataset={args.dataset}", f"--seeds=<{args.members} seeds>",
                     *args.extra])
   entry = {"recipe": flags, "date": datetime.date.today().isoformat(),
-           "hardware": f"{report.cpu_name()} ({os.cpu_count()} cores)",
+           "hardware": f"{provenance.cpu_name()} ({os.cpu_count()} cores)",
            "command": "python " + " ".join(sys.argv).replace(str(REPO_ROOT) + "/", ""), "ensembles": []}
   if results.get(args.name, {}).get("recipe") == flags:  # the same recipe: keep its ensembles, add the rest
     entry["ensembles"] = results[args.name]["ensembles"]

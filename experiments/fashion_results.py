@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import recipes  # noqa: E402  pylint: disable=g-import-not-at-top
 import reproduce_post  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxmnist import data, report  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 MODELS = ("linear", "mlp3", "mlp3_modern", "cnn", "cnn_wide")
@@ -64,7 +65,7 @@ def device_name() -> str:
 
   devices = jax.devices()
   if jax.default_backend() == "cpu":
-    return f"{report.cpu_name()} ({os.cpu_count()} cores)"
+    return f"{provenance.cpu_name()} ({os.cpu_count()} cores)"
   return f"{len(devices)} x {devices[0].device_kind}"
 
 
@@ -77,7 +78,7 @@ def run(model: str, seed: int, epochs: int, fashion: data.Mnist, device: str) ->
   return {"model": model, "seed": seed, "epochs": epochs, "device": device,
           "test_accuracy": measured["test_accuracy"], "valid_accuracy": measured["valid_accuracy"],
           "wall_s": round(measured["seconds"], 2), "recipe": recipes.recipe(config),
-          "data": report.portable(fashion.source), "date": datetime.date.today().isoformat(),
+          "data": provenance.portable(fashion.source), "date": datetime.date.today().isoformat(),
           "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
           "cpu_s": round(_cpu_seconds() - cpu_before, 1)}
 
@@ -137,8 +138,8 @@ def markdown(results: list[dict], fashion: data.Mnist, target: tuple[float, floa
       "# Fashion-MNIST: the presets over seeds, beside the published baselines", "",
       f"Updated {datetime.date.today()}; hardware: {'; '.join(sorted({r['device'] for r in results}))}; "
       f"python {platform.python_version()}, jax {jax.__version__}.",
-      f"Command: `python experiments/fashion_results.py {report.portable(' '.join(sys.argv[1:]))}`.",
-      f"Data: Fashion-MNIST from {report.portable(fashion.source)}, verified against the pins in jaxmnist/idx.py.",
+      f"Command: `python experiments/fashion_results.py {provenance.portable(' '.join(sys.argv[1:]))}`.",
+      f"Data: Fashion-MNIST from {provenance.portable(fashion.source)}, verified against the pins in jaxmnist/idx.py.",
       "Test accuracy on the 10k test set, mean ± sample std over seeds; each model trained on its seed's 48k "
       "split of the 60k training images (the presets hold out 20% for validation). Wall time: one run in "
       "process, compilation and per-epoch validation included.",

@@ -21,7 +21,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from jaxmnist import data, predict, preprocess, report, train_state  # noqa: E402
+from jaxmnist import data, predict, preprocess, train_state  # noqa: E402
+from experiments import provenance  # noqa: E402
 from tests import render_digits  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def main():
   trained = train_state.load_trained(args.run_dir)
   mnist = data.load_mnist()
   images, labels = mnist.test_images[:args.count], mnist.test_labels[:args.count]
-  lines = [f"# Rendered test digits through `jaxmnist predict`'s path ({datetime.date.today()}, {report.cpu_name()})",
+  lines = [f"# Rendered test digits through `jaxmnist predict`'s path ({datetime.date.today()}, {provenance.cpu_name()})",
            "", f"Command: `python experiments/predict_rendered.py RUN_DIR --count={args.count}`, "
            f"RUN_DIR a `{trained.config.model}` run (checkpoint of epoch {trained.epoch}).", "",
            "| input | accuracy | wrong | preprocessing per image |", "|---|---:|---:|---:|"]

@@ -215,8 +215,8 @@ def summarize(profile: dict) -> dict:
 
 
 def to_markdown(name: str, batch_size: int, profile: dict, summary: dict, machine: dict, load: str) -> str:
-  from jaxmnist import report  # pylint: disable=g-import-not-at-top
-  lines = [f"# Where a `{name}` training step goes: {datetime.date.today()}; CPU {report.cpu_name()} "
+  from experiments import provenance  # pylint: disable=g-import-not-at-top
+  lines = [f"# Where a `{name}` training step goes: {datetime.date.today()}; CPU {provenance.cpu_name()} "
            f"({os.cpu_count()} cores); jax {jax.__version__}", "",
            f"Command: `python experiments/profile_step.py --model={name}`. Batch {batch_size}, the step inside the "
            f"epoch's scan. Load average at the start: {load}. One step: {profile['wall_ms']:.1f} ms wall unprofiled; "

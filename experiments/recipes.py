@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import report  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import POST_RESULTS, PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 import bench_fast  # noqa: E402  pylint: disable=g-import-not-at-top  (experiments/, beside this script)
@@ -89,7 +89,7 @@ def main():
       results = [r for r in results if (r["preset"], r["seed"]) != (preset, seed)] + [result]
       store.write_text(json.dumps(results, indent=1) + "\n")
       print(f"{preset} seed {seed}: test {result['test_accuracy']:.4f}, {result['wall_s']:.1f} s", flush=True)
-  cpu = report.cpu_name()
+  cpu = provenance.cpu_name()
   header = ["# Recipes beyond the post", "",
             f"Updated {datetime.date.today()}; {cpu} ({os.cpu_count()} cores); python {platform.python_version()}. "
             "Wall time: the whole CLI process with compilation (empty compilation cache) and evaluation. "

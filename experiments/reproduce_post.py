@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 from jaxmnist import data, report, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import POST_RESULTS, PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 MODELS = ("linear", "mlp2", "mlp3")
@@ -121,7 +122,7 @@ def environment() -> str:
   if importlib.util.find_spec("torch"):
     import torch  # pylint: disable=g-import-not-at-top
     versions.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-  cpu = report.cpu_name()
+  cpu = provenance.cpu_name()
   import os  # pylint: disable=g-import-not-at-top
   return f"{cpu} ({os.cpu_count()} cores), device {jax.devices()[0].device_kind}; " + ", ".join(versions)
 
@@ -195,7 +196,7 @@ def main():
           result = fresh[seed] if framework == "jaxmnist" else run_torch(name, mnist, args.epochs, seed,
                                                                          args.torch_loop)
           result.update(framework=framework, model=name, seed=seed, epochs=args.epochs,
-                        data=report.portable(mnist.source))
+                        data=provenance.portable(mnist.source))
           path.write_text(json.dumps(result) + "\n")
         all_runs[name][framework].append(result)
         print(f"{framework} {name} seed {seed}: valid {result['valid_accuracy']:.4f}, test "

@@ -43,7 +43,8 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from jaxmnist import data, report, serve  # noqa: E402
+from jaxmnist import data, serve  # noqa: E402
+from experiments import provenance  # noqa: E402
 from tests import serving  # noqa: E402
 
 MALFORMED_EVERY = 10
@@ -153,7 +154,7 @@ def run(args) -> tuple[list[str], bool]:
   p50 = percentile_ms(ok, 50)
   clean = not errors and health_status == 200 and "Traceback" not in server_log
   lines = [
-      f"# `jaxmnist serve` under load ({datetime.date.today()}, {report.cpu_name()}, {os.cpu_count()} cores)", "",
+      f"# `jaxmnist serve` under load ({datetime.date.today()}, {provenance.cpu_name()}, {os.cpu_count()} cores)", "",
       f"Command: `python experiments/serve_load.py RUN_DIR --requests={args.requests} "
       f"--concurrency={args.concurrency} --workers={args.workers}`, RUN_DIR a `{health['model']}` run (checkpoint of epoch "
       f"{health['checkpoint_epoch']}, test accuracy {health['test_accuracy']}); server and client on the same "

@@ -24,7 +24,8 @@ import jax
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from jaxmnist import data, models, parallel, report, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist import data, models, parallel, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # Wider versions of the recipe's net, registered for this process only.
@@ -93,7 +94,7 @@ def main():
     sys.exit(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)}")
   mnist = data.load_mnist("dir", args.data_dir) if args.data_dir else data.load_mnist()
   device = jax.devices()[0]
-  hardware = f"{device.device_kind}" if device.platform != "cpu" else f"CPU {report.cpu_name()}"
+  hardware = f"{device.device_kind}" if device.platform != "cpu" else f"CPU {provenance.cpu_name()}"
   header = (f"# 99.5% search: {datetime.date.today()}, {hardware}, jax {jax.__version__}, "
             f"{parallel.make_mesh().size} device(s); 48k training split, test accuracy on the 10k.\n\n"
             f"Command: `python experiments/sweep_995.py --seeds={args.seeds}`. Wall time: the whole "

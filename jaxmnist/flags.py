@@ -1,13 +1,11 @@
-"""Every flag of the `jaxmnist` command and of `python -m jaxmnist.train`, and the Config a train command's
-flags describe.
+"""Every flag of the `jaxmnist` command and of `python -m jaxmnist.train`, and the Config they describe.
 
 Synopsis:
   args = flags.build_parser().parse_args(["train", "--model=cnn"])     # the `jaxmnist` command
   args = flags.parse_train_args(["--model=mlp3", "--epochs=20"])       # `python -m jaxmnist.train`
   config = flags.config_from_args(args)                                # the preset, changed by the flags
 
-Free of jax (only configs, datasets and data's names are read), so `jaxmnist --help` and a mistyped
-flag answer at once.
+Free of jax, so `jaxmnist --help` and a mistyped flag answer at once.
 """
 
 import argparse
@@ -20,22 +18,13 @@ from jaxmnist.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """Refuses abbreviated and unknown flags with a UserError, so a typo is one paragraph and exit 2.
-
-  (argparse would take `--data=idx` as `--data-dir=idx` without a word.)
-  """
+  """Refuses abbreviated (`--data=idx`) and unknown flags with a UserError: a typo is one paragraph and exit 2."""
 
   def __init__(self, **kwargs):
     super().__init__(allow_abbrev=False, **kwargs)
 
   def error(self, message):
     raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
-
-
-# The Config fields a flag can set; on --resume they must agree with the run's own config.
-RESULT_FLAGS = ("epochs", "learning_rate", "batch_size", "valid_fraction", "seed", "seeds", "init", "optimizer",
-                "momentum", "nesterov", "schedule", "weight_decay", "label_smoothing", "augment", "dataset")
-CHECKPOINT_FLAGS = ("checkpoint_every", "keep_checkpoints")  # change no result: free on --resume too
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +69,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--optimizer", help=f"one of {', '.join(configs.OPTIMIZERS)} (the post: sgd)")
   parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
   parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: constant)")
+  parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: "
+                      "constant)")
   parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
   parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
   parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}, or several "
@@ -100,8 +90,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_run_dir(parser: argparse.ArgumentParser) -> None:
+def _with_run_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory that `jaxmnist train` wrote")
+  return parser
 
 
 def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
@@ -112,24 +103,19 @@ def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
 
   add_train_arguments(commands.add_parser("train", help="train a model (or --resume a run)"))
 
-  evaluate = commands.add_parser("evaluate", help="write a run's evaluation report")
-  _add_run_dir(evaluate)
-  add_data_arguments(evaluate)
+  add_data_arguments(_with_run_dir(commands.add_parser("evaluate", help="write a run's evaluation report")))
 
-  predict = commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)")
-  _add_run_dir(predict)
+  predict = _with_run_dir(commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)"))
   predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files, one digit each")
   predict.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-  export = commands.add_parser("export", help="write the model as a jax.export artifact")
-  _add_run_dir(export)
+  export = _with_run_dir(commands.add_parser("export", help="write the model as a jax.export artifact"))
   export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
   export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
                       "pip install 'jaxmnist[onnx]')")
 
-  serve = commands.add_parser("serve", help="a page to draw digits on, and the model reading them (needs "
-                              "pip install 'jaxmnist[serve]')")
-  _add_run_dir(serve)
+  serve = _with_run_dir(commands.add_parser("serve", help="a page to draw digits on, and the model reading them "
+                                            "(needs pip install 'jaxmnist[serve]')"))
   serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
                      "machine only; 0.0.0.0 lets others on the network in)")
   serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
@@ -157,14 +143,16 @@ def _flag(name: str) -> str:
   return "--lr" if name == "learning_rate" else "--" + name.replace("_", "-")
 
 
-def _given(args: argparse.Namespace, names) -> dict:
-  return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+def _given(args: argparse.Namespace) -> dict:
+  """The Config fields the flags set: a flag's dest is its field's name (--model names a preset instead)."""
+  return {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)
+          if field.name != "model" and getattr(args, field.name, None) is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
   if args.resume:
     return resumed_config(args)
-  given = _given(args, RESULT_FLAGS + CHECKPOINT_FLAGS)
+  given = _given(args)
   if "seeds" in given:
     if "seed" in given:
       raise UserError(f"--seed={args.seed} and --seeds={','.join(map(str, args.seeds))} both say which seeds to "
@@ -174,14 +162,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def resumed_config(args: argparse.Namespace) -> Config:
-  """The config of the run in args.resume; flags may repeat it, or change only how it checkpoints.
-
-  (Whether it can resume, jaxmnist.train_state.check_resumable says: that needs its checkpoints.)
-  """
+  """The config of the run in args.resume: flags may repeat it, or change only how it checkpoints."""
   run_dir = Path(args.resume)
   saved = runs.read_config(run_dir)
-  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})"
-                    for name, value in _given(args, RESULT_FLAGS).items() if value != getattr(saved, name)]
+  given = _given(args)
+  contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})" for name, value in given.items()
+                    if name not in configs.CHECKPOINT_FIELDS and value != getattr(saved, name)]
   if args.model is not None and _preset(args.model).model != saved.model:
     contradictions.append(f"--model={args.model} (the run trains {saved.model})")
   if args.workdir is not None and Path(args.workdir).resolve() != run_dir.resolve():
@@ -189,4 +175,4 @@ def resumed_config(args: argparse.Namespace) -> Config:
   if contradictions:
     raise UserError(f"--resume {run_dir} continues that run with its own config, but these flags contradict "
                     f"it: {'; '.join(contradictions)}. Drop them to resume, or start a new run without --resume.")
-  return dataclasses.replace(saved, **_given(args, CHECKPOINT_FLAGS))
+  return dataclasses.replace(saved, **{name: given[name] for name in configs.CHECKPOINT_FIELDS if name in given})

@@ -1,34 +1,29 @@
 """A person's own picture of one digit, made into MNIST's 28x28 uint8 input the way MNIST itself was made.
 
 Synopsis:
-  from jaxmnist import preprocess
   digit = preprocess.to_mnist("photo.jpg")                        # uint8 [28, 28, 1]
   digit = preprocess.to_mnist(png_bytes, name="the uploaded image")
   batch = preprocess.to_mnist_batch(["a.png", "b.jpg"])          # uint8 [N, 28, 28, 1]
-  logits = model.apply(variables, batch / 255.0, train=False)
 
-`jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict both start here.
-The steps follow MNIST's own recipe (LeCun et al.): the ink is white on black, its bounding box is
-scaled, antialiased, so that the longer side is 20 pixels, and the result is placed in a 28x28 field
-so that its centre of mass lands on the field's centre pixel (14, 14), with an integer shift, as in
-MNIST (whose digits' centres of mass all lie within half a pixel of (14, 14)).
-
-Anything wrong with a picture (not an image, a missing file, no ink, too many pixels) raises a
-UserError that names the file and says what to do, so the CLI prints one paragraph and exits with 2.
+`jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict both start here. The steps
+follow MNIST's own recipe (docs/after-training.md): white ink on black, its bounding box scaled (antialiased)
+to a longer side of 20 pixels, placed in 28x28 with its centre of mass on pixel (14, 14) by a whole-pixel shift.
+Anything wrong with a picture raises a UserError that names the file and says what to do.
 """
 
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from jaxmnist.configs import IMAGE_SHAPE
 from jaxmnist.errors import UserError
 
-FIELD = 28  # MNIST's image side
+FIELD = IMAGE_SHAPE[0]  # MNIST's image side
 BOX = 20  # the side of the box that MNIST fits each digit into, keeping its aspect ratio
 CENTRE = 14.0  # where MNIST puts the centre of mass (row, column), measured on its 10k test digits
 MAX_PIXELS = 40_000_000  # refuse larger pictures before decoding them: a guard against decompression bombs
@@ -42,33 +37,15 @@ Source = str | os.PathLike | bytes | bytearray | memoryview
 
 
 def to_mnist(source: Source, name: str | None = None) -> np.ndarray:
-  """Reads one picture of a digit (a path, or an encoded PNG/JPEG as bytes) into uint8 [28, 28, 1].
-
-  Args:
-    source: a file path, or the encoded image's bytes (an upload, a canvas blob).
-    name: how error messages call the picture; by default the path, or "the uploaded image".
-
-  Returns:
-    uint8 [28, 28, 1]: white ink on black, the digit fitted into 20x20 and centred by its mass.
-
-  Raises:
-    UserError: the file is missing or unreadable, not an image, too large, or shows no ink.
-  """
-  name = name or _default_name(source)
+  """One picture of a digit (a path, or an encoded image's bytes) as uint8 [28, 28, 1]; `name` is what errors
+  call it. UserError when the file is missing or unreadable, not an image, too large, or shows no ink."""
+  name = name or (UPLOAD_NAME if isinstance(source, (bytes, bytearray, memoryview)) else str(source))
   return mnist_layout(read_grayscale(source, name), name)
 
 
-def to_mnist_batch(sources: Sequence[Source], names: Iterable[str | None] | None = None) -> np.ndarray:
+def to_mnist_batch(sources: Sequence[Source]) -> np.ndarray:
   """to_mnist over several pictures, stacked into uint8 [N, 28, 28, 1]."""
-  names = list(names) if names is not None else [None] * len(sources)
-  if len(names) != len(sources):
-    raise ValueError(f"{len(sources)} sources but {len(names)} names")
-  digits = [to_mnist(source, name) for source, name in zip(sources, names)]
-  return np.stack(digits) if digits else np.zeros((0, FIELD, FIELD, 1), np.uint8)
-
-
-def _default_name(source: Source) -> str:
-  return UPLOAD_NAME if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+  return np.stack([to_mnist(source) for source in sources]) if sources else np.zeros((0, *IMAGE_SHAPE), np.uint8)
 
 
 # Step 1: decode, safely.
@@ -95,12 +72,19 @@ def _decode(file, name: str) -> np.ndarray:
     try:
       with Image.open(file) as image:  # reads the header only: nothing is decoded yet
         _check_size(image.size, name)
-        if image.format == "JPEG":  # decode big photos at 1/2..1/8 scale, straight to greyscale
-          image.draft("L", _draft_size(image.size))
+        if image.format == "JPEG":  # big photos at 1/2..1/8 scale (longer side >= WORK_SIDE), straight to grey
+          scale = min(1.0, WORK_SIDE / max(image.size))
+          image.draft("L", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         image.load()
         return _to_gray(ImageOps.exif_transpose(image))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-      raise UserError(_unreadable_message(name, error)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+      # Pillow refused while reading the header, before we saw the size: its own limit is all we know (it
+      # warns at its limit and raises at twice it).
+      limit = (Image.MAX_IMAGE_PIXELS or 0) * (2 if isinstance(error, Image.DecompressionBombError) else 1)
+      raise _too_large(name, f"over {limit / 1e6:.0f} megapixels") from None
+    except UnidentifiedImageError:
+      raise UserError(f"{name} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF or WebP). Give a "
+                      f"picture of one digit in one of those formats.") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # what Pillow's decoders raise on bad data
       raise UserError(f"{name} could not be decoded ({error}): the file is damaged or truncated. "
                       f"Save the picture again as PNG or JPEG and retry.") from None
@@ -109,36 +93,24 @@ def _decode(file, name: str) -> np.ndarray:
 def _check_size(size: tuple[int, int], name: str) -> None:
   width, height = size
   if width * height > MAX_PIXELS:
-    size = f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"
-    raise UserError(_too_large_message(name, size))
+    raise _too_large(name, f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)")
   if width < 1 or height < 1:
     raise UserError(f"{name} has no pixels ({width}x{height}). Give a PNG or JPEG picture of one digit.")
 
 
-def _too_large_message(name: str, size: str) -> str:
-  return (f"{name} is too large: {size}, more than the {MAX_PIXELS / 1e6:.0f} megapixels this reads (a guard "
-          f"against decompression bombs). A digit needs a few hundred pixels a side: shrink or crop the "
-          f"picture and retry.")
-
-
-def _unreadable_message(name: str, error: Exception) -> str:
-  if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-    # Pillow refused while reading the header, before we saw the size: its own limit is all we know.
-    factor = 2 if isinstance(error, Image.DecompressionBombError) else 1  # Pillow raises at twice its limit
-    pillow_limit = (Image.MAX_IMAGE_PIXELS or 0) * factor
-    return _too_large_message(name, f"over {pillow_limit / 1e6:.0f} megapixels")
-  return (f"{name} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF or WebP). Give a picture "
-          f"of one digit in one of those formats.")
-
-
-def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
-  """The reduced JPEG size to ask for: the longer side stays at least WORK_SIDE, the aspect as it is."""
-  scale = min(1.0, WORK_SIDE / max(size))
-  return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
+def _too_large(name: str, size: str) -> UserError:
+  return UserError(f"{name} is too large: {size}, more than the {MAX_PIXELS / 1e6:.0f} megapixels this reads "
+                   f"(a guard against decompression bombs). A digit needs a few hundred pixels a side: shrink or "
+                   f"crop the picture and retry.")
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
-  image = _standard_mode(image)
+  if image.mode in ("I", "F") or image.mode.startswith("I;"):  # 16-bit and float images
+    image = image.convert("F")
+  elif image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+    image = image.convert("RGBA")
+  else:
+    image = image.convert("L")
   factor = -(-max(image.size) // WORK_SIDE)
   if factor > 1:  # block means: a 20-pixel digit needs no more, and the later steps get cheap
     image = image.reduce(factor)
@@ -152,21 +124,9 @@ def _to_gray(image: Image.Image) -> np.ndarray:
   return _flatten(luma, alpha)
 
 
-def _standard_mode(image: Image.Image) -> Image.Image:
-  """L, RGBA (when there is transparency) or F (16-bit and float images), whatever the file held."""
-  if image.mode in ("I", "F") or image.mode.startswith("I;"):
-    return image.convert("F")
-  if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
-    return image.convert("RGBA")
-  return image.convert("L")
-
-
 def _flatten(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-  """Composites onto a backdrop that contrasts with the opaque pixels, so strokes of any shade stay ink.
-
-  A canvas blob is transparent around its strokes: dark strokes go onto white and light strokes onto
-  black (flattening white strokes onto white would erase the digit).
-  """
+  """Composites onto a backdrop that contrasts with the opaque pixels, so strokes of any shade stay ink: a
+  canvas blob is transparent around its strokes, and white strokes flattened onto white would vanish."""
   if alpha.min() >= 1:
     return luma
   opaque_mean = float((luma * alpha).sum() / max(alpha.sum(), 1e-6))
@@ -182,11 +142,10 @@ def mnist_layout(gray_HxW: np.ndarray, name: str = UPLOAD_NAME) -> np.ndarray:
   mean3_HxW = _box3(ink_HxW)
   peak = float(mean3_HxW.max())  # a 3x3 mean, so that a lone hot pixel does not set the scale
   if peak < MIN_CONTRAST:
-    raise UserError(
-        f"{name} shows no digit: it is blank or nearly uniform (the darkest and lightest parts differ "
-        f"by {peak:.0f} of 255). Draw or photograph one digit with clear contrast, dark on light or "
-        f"light on dark, and retry.")
-  rows, cols = ink_bounding_box(ink_HxW, INK_FRACTION * peak, mean3_HxW)
+    raise UserError(f"{name} shows no digit: it is blank or nearly uniform (the darkest and lightest parts "
+                    f"differ by {peak:.0f} of 255). Draw or photograph one digit with clear contrast, dark on "
+                    f"light or light on dark, and retry.")
+  rows, cols = ink_bounding_box(ink_HxW, mean3_HxW, INK_FRACTION * peak)
   # The faint edges inside the box stay: they are the antialiasing that MNIST's digits have too.
   digit = np.where(ink_HxW > NOISE_FRACTION * peak, ink_HxW, 0)[rows, cols]
   return centre_in_field(fit_in_box(digit))[..., None]
@@ -207,17 +166,14 @@ def ink_on_black(gray_HxW: np.ndarray) -> np.ndarray:
 
 
 def paper_surface(ink_HxW: np.ndarray, grid: int = 64, rounds: int = 4) -> np.ndarray:
-  """A smooth quadratic surface fitted to the paper, leaving the ink out, for a photo's uneven light.
-
-  Fitted on a grid of samples, starting from the darker half (the paper, once the ink is bright) and
-  then dropping every sample that stands well above the surface (the ink). A quadratic can follow a
-  gradient or a vignette but never the shape of a stroke, so no ink is taken for paper.
-  """
+  """A quadratic fitted to the paper (a photo's uneven light) on a grid of samples: from the darker half, then
+  dropping every sample well above it (the ink). It follows a gradient or a vignette, never a stroke's shape."""
   height, width = ink_HxW.shape
   step = max(1, max(height, width) // grid)
   rows, cols = np.arange(0, height, step), np.arange(0, width, step)
   samples = ink_HxW[np.ix_(rows, cols)].ravel().astype(np.float64)
-  terms = _quadratic_terms(rows / height - 0.5, cols / width - 0.5).reshape(-1, 6)
+  y, x = np.meshgrid(rows / height - 0.5, cols / width - 0.5, indexing="ij")
+  terms = np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], -1).reshape(-1, 6)
   keep = samples <= np.median(samples)
   for _ in range(rounds):
     kept = terms[keep]  # normal equations: a 6x6 solve, far cheaper here than lstsq's SVD
@@ -230,20 +186,9 @@ def paper_surface(ink_HxW: np.ndarray, grid: int = 64, rounds: int = 4) -> np.nd
   return (one + along_y * y + along_x * x + yy * y * y + xy * x * y + xx * x * x).astype(np.float32)
 
 
-def _quadratic_terms(y_H: np.ndarray, x_W: np.ndarray) -> np.ndarray:
-  """[H, W, 6]: 1, y, x, y^2, xy, x^2 at every grid point."""
-  y, x = np.meshgrid(y_H, x_W, indexing="ij")
-  return np.stack([np.ones_like(y), y, x, y * y, x * y, x * x], -1)
-
-
-def ink_bounding_box(ink_HxW: np.ndarray, threshold: float, mean3_HxW: np.ndarray | None = None) -> tuple[slice, slice]:
-  """The rows and columns holding ink: pixels above threshold whose 3x3 neighbourhood is too.
-
-  Asking the neighbourhood as well ignores isolated specks (dust, sensor noise) that would otherwise
-  stretch the box, yet keeps the box tight around strokes two pixels wide or more. `mean3_HxW`:
-  `_box3(ink_HxW)`, where the caller has it already.
-  """
-  mean3_HxW = _box3(ink_HxW) if mean3_HxW is None else mean3_HxW
+def ink_bounding_box(ink_HxW: np.ndarray, mean3_HxW: np.ndarray, threshold: float) -> tuple[slice, slice]:
+  """The rows and columns holding ink: pixels above threshold whose 3x3 mean (`mean3_HxW`) is too. Asking the
+  neighbourhood ignores isolated specks (dust, sensor noise), yet keeps the box tight around strokes."""
   inked = (ink_HxW > threshold) & (mean3_HxW > threshold)
   if not inked.any():  # only isolated specks: fall back to every pixel above the threshold
     inked = ink_HxW > threshold
@@ -258,17 +203,13 @@ def fit_in_box(digit_HxW: np.ndarray, box: int = BOX) -> np.ndarray:
   size = (max(1, round(width * scale)), max(1, round(height * scale)))
   # LANCZOS on a float image: antialiased when shrinking, smooth when enlarging, no 8-bit rounding.
   image = Image.fromarray(digit_HxW.astype(np.float32), "F")
-  resized = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
-  resized = np.maximum(resized, 0)  # Lanczos' negative lobes
+  resized = np.maximum(np.asarray(image.resize(size, Image.Resampling.LANCZOS)), 0)  # no negative lobes
   return resized * (255 / max(float(resized.max()), 1e-6))  # MNIST's digits peak at 254-255
 
 
 def centre_in_field(digit_hxw: np.ndarray, field: int = FIELD, centre: float = CENTRE) -> np.ndarray:
-  """Places the digit in a field x field image so that its centre of mass falls on pixel `centre`.
-
-  The shift is whole pixels, as in MNIST. Where a lopsided digit would leave the field, the shift is
-  limited so that no ink is cut off.
-  """
+  """Places the digit in a field x field image so that its centre of mass falls on pixel `centre`, by a
+  whole-pixel shift as in MNIST, limited where a lopsided digit would leave the field so that no ink is cut."""
   height, width = digit_hxw.shape
   row_mass, col_mass = centre_of_mass(digit_hxw)
   top = int(np.clip(np.round(centre - row_mass), 0, field - height))
@@ -290,19 +231,16 @@ def centre_of_mass(image_HxW: np.ndarray) -> tuple[float, float]:
 
 
 def _box3(image_HxW: np.ndarray) -> np.ndarray:
-  """The 3x3 mean of each pixel (zero outside the image).
-
-  Computed only around the nonzero pixels (a drawing's ink covers a small part of its canvas; the mean
-  is 0 farther out), adding the nine neighbours in place, in one fixed order: the same numbers as the
-  whole image's sum, in a third of the time for a canvas.
-  """
+  """The 3x3 mean of each pixel (zero outside the image), computed only around the nonzero pixels (a drawing's
+  ink covers little of its canvas) in one fixed order: the whole image's numbers, in a third of the time."""
   rows, cols = np.flatnonzero(image_HxW.any(1)), np.flatnonzero(image_HxW.any(0))
   mean3_HxW = np.zeros(image_HxW.shape, np.result_type(image_HxW.dtype, np.float32))
   if not rows.size:
     return mean3_HxW
   height, width = image_HxW.shape
   # A pixel of margin around the nonzero ones: every pixel whose neighbourhood holds any of them.
-  around = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)))
+  around = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)),
+            slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)))
   part = image_HxW[around]
   padded = np.pad(part, 1)
   part_height, part_width = part.shape

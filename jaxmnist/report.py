@@ -1,7 +1,5 @@
-"""What a run leaves behind: config.json, metrics.csv, accuracy.png, summary.json, and console lines.
-
-Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file; metrics.csv is rewritten after each epoch and always holds the finished epochs.
+"""What a run leaves behind: config.json, metrics.csv, accuracy.png, summary.json, and console lines. Every file
+is written to a temporary name and renamed, so an interrupted run never leaves half a file.
 """
 
 import csv
@@ -9,7 +7,6 @@ import datetime
 import io
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +40,12 @@ def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: fl
 
 
 def test_accuracies(rows: list, member_correct, ensemble_correct, num_test: int) -> dict:
-  """summary.json's test accuracy; an ensemble's also each member's, their mean and sample std.
-
-  The ensemble has no validation accuracy of its own: each member holds out its own split, on which the
-  others trained. Its "test_accuracy" is the ensemble's (the model that evaluate, predict and serve use);
-  its "valid_accuracy" is the members' mean.
-  """
+  """summary.json's test accuracy; an ensemble's also each member's, their mean and sample std. An ensemble has
+  no validation split of its own (each member holds out one the others trained on): valid_accuracy is the mean."""
   if ensemble_correct is None:
     return {"test_accuracy": int(member_correct) / num_test}
-  members = [{**m, "test_accuracy": int(correct) / num_test} for m, correct in zip(rows[-1]["members"], member_correct)]
+  members = [{**m, "test_accuracy": int(correct) / num_test}
+             for m, correct in zip(rows[-1]["members"], member_correct)]
   def spread(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
   valid = [m["valid_accuracy"] for m in members if m["valid_accuracy"] is not None]
@@ -85,30 +79,9 @@ def finished_summary(config, rows: list, resumed_rows: list, train_seconds: floa
   }
 
 
-def portable(text: str) -> str:
-  """`text` with this machine's cache and home folders written as $JAXMNIST_CACHE_DIR and ~, for
-  results that are committed and read elsewhere."""
-  cache = os.environ.get("JAXMNIST_CACHE_DIR")
-  if cache:
-    text = text.replace(str(Path(cache).expanduser()), "$JAXMNIST_CACHE_DIR")
-  return text.replace(str(Path.home()), "~")
-
-
-def cpu_name() -> str:
-  """The processor's model name (Linux), else the machine type: for the hardware line of results."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.machine()
-
-
 def write_replacing(path, write, suffix: str = "") -> None:
-  """Calls `write(partial)` for a temporary name beside `path`, then renames it to `path`.
-
-  A reader never sees half a file, and a failed write (a full disk) leaves the older file in place
-  and no partial one behind.
-  """
+  """Calls `write(partial)` for a temporary name beside `path`, then renames it to `path`: a reader never sees
+  half a file, and a failed write (a full disk) leaves the older file in place and no partial one behind."""
   path = Path(path)
   partial = path.with_name(f".{path.name}.partial{suffix}")
   try:
@@ -118,32 +91,24 @@ def write_replacing(path, write, suffix: str = "") -> None:
     partial.unlink(missing_ok=True)  # only left after a failed write
 
 
-def write_atomic(path: Path, text: str) -> None:
-  write_replacing(path, lambda partial: partial.write_text(text))
-
-
 def write_json(path: Path, obj) -> None:
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def metrics_lines(rows: list[dict]) -> list[dict]:
-  """metrics.csv's lines: the rows, or for an ensemble one line per member of each row."""
-  return [{"epoch": row["epoch"], **member, "seconds": row["seconds"]} for row in rows
-          for member in row["members"]] if rows and "members" in rows[0] else rows
+  write_replacing(path, lambda partial: partial.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+  """A line per epoch; an ensemble's, a line per member of each epoch."""
+  ensemble = bool(rows) and "members" in rows[0]
   buffer = io.StringIO()
-  fields = ENSEMBLE_METRIC_FIELDS if rows and "members" in rows[0] else METRIC_FIELDS
-  writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+  writer = csv.DictWriter(buffer, fieldnames=ENSEMBLE_METRIC_FIELDS if ensemble else METRIC_FIELDS,
+                          lineterminator="\n")
   writer.writeheader()
-  writer.writerows(metrics_lines(rows))
-  write_atomic(path, buffer.getvalue())
+  writer.writerows([{"epoch": row["epoch"], **member, "seconds": row["seconds"]} for row in rows
+                    for member in row["members"]] if ensemble else rows)
+  write_replacing(path, lambda partial: partial.write_text(buffer.getvalue()))
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
-  """The lines as written (an ensemble's: one per member and epoch); an empty cell (no validation split)
-  reads back as None."""
+  """The lines as written (an ensemble's: one per member and epoch); an empty cell reads back as None."""
   with open(path, newline="") as f:
     return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -158,18 +123,17 @@ def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (no pyplot: no global figures)
 
   epochs = [r["epoch"] for r in rows]
-  # A line through one point draws nothing: a one-epoch run shows its accuracies as dots.
-  style = {"marker": "o"} if len(rows) == 1 else {}
+  style = {"marker": "o"} if len(rows) == 1 else {}  # a line through one point draws nothing: dots
   fig = Figure(figsize=(7, 4.5), dpi=100, layout="tight")
   ax = fig.add_subplot()
   has_valid = bool(rows) and rows[0]["valid_accuracy"] is not None  # None: trained on all examples
   members = rows[0].get("members", ()) if rows else ()
   mean = f"mean of {len(members)} members, " if members else ""
-  for k, member in enumerate(members):  # thin lines under the means: how far the seeds spread
-    name = "valid_accuracy" if has_valid else "train_accuracy"
-    ax.plot(epochs, [r["members"][k][name] for r in rows], color="tab:orange" if has_valid else "tab:blue",
-            alpha=0.35, linewidth=0.8, label=f"each member's {'validation' if has_valid else 'train'}" if k == 0
-            else None, **style)
+  key, split, color = ("valid_accuracy", "validation", "tab:orange") if has_valid else ("train_accuracy", "train",
+                                                                                       "tab:blue")
+  for k in range(len(members)):  # thin lines under the means: how far the seeds spread
+    ax.plot(epochs, [r["members"][k][key] for r in rows], color=color, alpha=0.35,
+            linewidth=0.8, label=f"each member's {split}" if k == 0 else None, **style)
   ax.plot(epochs, [r["train_accuracy"] for r in rows], color="tab:blue",
           label=f"train ({mean}running, during the epoch)", **style)
   if has_valid:
@@ -180,9 +144,7 @@ def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   if len(rows) == 1:
     ax.set_xticks(epochs)  # the integer locator finds no integer in the padding around one epoch
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("accuracy")
-  ax.set_title(title)
+  ax.set(xlabel="epoch", ylabel="accuracy", title=title)
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
   return fig
@@ -194,37 +156,34 @@ def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | N
   write_replacing(path, lambda partial: fig.savefig(partial, dpi=100, format="png"), suffix=".png")
 
 
-def ensemble_lines(summary: dict) -> list[str]:
+def _ensemble_lines(summary: dict, post: PostResult | None) -> list[str]:
   """An ensemble's members, their mean and std, and the ensemble."""
-  lines = [f"  member {m['member']} (seed {m['seed']}): validation {format_accuracy(m['valid_accuracy'])}, "
-           f"test {m['test_accuracy']:.4f}" for m in summary["members"]]
+  members = summary["members"]
+  lines = [f"{len(members)} x {summary['config']['model']} after {summary['epochs_completed']} epochs:"]
+  lines += [f"  member {m['member']} (seed {m['seed']}): validation {format_accuracy(m['valid_accuracy'])}, "
+            f"test {m['test_accuracy']:.4f}" for m in members]
   def spread(s):
     return f"{s['mean']:.4f} +- {s['std']:.4f}"
   valid = summary["member_valid_accuracy"]
   lines.append(f"  members' mean +- std: validation {spread(valid) if valid else format_accuracy(None)}, "
                f"test {spread(summary['member_test_accuracy'])}")
-  lines.append(f"  ensemble of {len(summary['members'])} (mean of the members' probabilities): test accuracy "
+  lines.append(f"  ensemble of {len(members)} (mean of the members' probabilities): test accuracy "
                f"{summary['ensemble_test_accuracy']:.4f}")
+  if post is not None:
+    lines.append(f"  (post, PyTorch, one model, 400 epochs: validation {post.valid}, test {post.test})")
   return lines
 
 
 def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:
   """The closing lines: jaxmnist's accuracies beside the post's PyTorch numbers."""
   if "members" in summary:
-    lines = [f"{len(summary['members'])} x {summary['config']['model']} after {summary['epochs_completed']} epochs:"]
-    lines += ensemble_lines(summary)
-    if post is not None:
-      lines.append(f"  (post, PyTorch, one model, 400 epochs: validation {post.valid}, test {post.test})")
-    return lines
+    return _ensemble_lines(summary, post)
   valid, test = summary["valid_accuracy"], summary["test_accuracy"]
   lines = [f"{summary['config']['model']} after {summary['epochs_completed']} epochs:"]
   if post is None or valid is None:
     lines += [f"  validation accuracy {format_accuracy(valid)}", f"  test accuracy       {test:.4f}"]
   else:
-    lines += [
-        f"  validation accuracy {valid:.4f}   (post, PyTorch, 400 epochs: {post.valid})",
-        f"  test accuracy       {test:.4f}   (post, PyTorch, 400 epochs: {post.test})",
-    ]
-    if post.note:
-      lines.append(f"  note: {post.note}")
+    lines += [f"  validation accuracy {valid:.4f}   (post, PyTorch, 400 epochs: {post.valid})",
+              f"  test accuracy       {test:.4f}   (post, PyTorch, 400 epochs: {post.test})"]
+    lines += [f"  note: {post.note}"] if post.note else []
   return lines

@@ -1,14 +1,11 @@
 """A run directory: its rules (a run is never overwritten), its default name, and its files read back.
 
 Synopsis:
-  from jaxmnist import runs
-  runs.prepare_workdir(Path("runs/cnn"))        # UserError if it already holds a run
+  runs.prepare_workdir(Path("runs/cnn"))                   # UserError if it already holds a run
   config = runs.read_config("runs/cnn-20261127-120000")   # checked as the flags are
   summary = runs.read_summary("runs/cnn-20261127-120000")
 
-`jaxmnist train`, `evaluate`, `predict`, `export`, `serve` (and `train --resume`) all start here, so a
-directory that is not a run gets the same one-paragraph error everywhere. Free of jax, so that such
-an error comes at once; jaxmnist.train_state restores what a run's checkpoints hold.
+Every command that takes a RUN_DIR starts here (free of jax): a folder that is not a run gets one paragraph.
 """
 
 import datetime
@@ -46,10 +43,10 @@ def prepare_workdir(workdir: Path) -> None:
 def read_config(run_dir) -> Config:
   """The Config in run_dir/config.json; UserError if run_dir is not a jaxmnist run."""
   run_dir = Path(run_dir)
-  path = run_dir / "config.json"
   if not run_dir.is_dir():
     raise UserError(f"{run_dir} is not a directory. Give the run directory that `jaxmnist train` printed "
                     f"(runs/MODEL-DATE-TIME by default).")
+  path = run_dir / "config.json"
   try:
     fields = json.loads(path.read_text())
   except FileNotFoundError:

