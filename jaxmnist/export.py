@@ -43,7 +43,6 @@ def inference_fn(model: ModelSpec, variables) -> Callable[[jax.Array], jax.Array
   if isinstance(model, str):
     model = models.build_model(model, conv_impl="xla")
   apply_fn = model.apply if isinstance(model, nn.Module) else model
-  variables = variables if "params" in variables else {"params": variables}  # bare params, as steps accepts
   # Host copies: constants baked from arrays committed to some device (or sharded over a mesh) would tie
   # the export to that placement.
   variables = jax.device_get(variables)
@@ -114,10 +113,10 @@ def run_model(trained: train_state.Trained, onnx: bool = False) -> ModelSpec:
 
 def main(args) -> None:
   """`jaxmnist export RUN_DIR [--out PATH] [--onnx]`: the run's newest checkpoint as an artifact."""
-  trained = train_state.load_trained(args.run_dir)
-  out = Path(args.out) if args.out else trained.run_dir / "model.jaxexport"
-  if not out.parent.is_dir():
+  out = Path(args.out) if args.out else Path(args.run_dir) / "model.jaxexport"
+  if not out.parent.is_dir():  # said before the restore
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
+  trained = train_state.load_trained(args.run_dir)
   what = f"an ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
   size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
   print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
