@@ -18,8 +18,9 @@ Measured on the shared 2-core AMD EPYC (results/serve_load.md, a `cnn` run), 202
 average 3.8-4.7: no errors, every malformed body its 4xx, 900 of 900 digits right; 4 at a time, one
 process 239-255 requests a second at p50 16-17 ms. The server spends ~4-5 ms of CPU per request
 (preprocess.to_mnist ~3 ms, the forward pass 0.3 ms, HTTP and Starlette most of the rest, by py-spy).
-A second process on the same port (the `--workers` option of before) served 1.1x as many on 2026-12-03
-at load 8 (97 and 114 against 114 and 125 a second, a `linear` run), and took three times as long to start.
+A second process on the same port (the `--workers` option of before) served 1.04-2.3x as many, 1.2x in
+the median of four pairs on 2026-12-03 at load 4-8 (one process 97, 114, 102, 130 a second; two 114, 125,
+232, 135; a `linear` run, --requests=600), and took 1.5-3x as long to start (each imports jax and restores).
 """
 
 import argparse
