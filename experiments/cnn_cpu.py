@@ -5,7 +5,7 @@ Command that produced experiments/results/cnn_cpu.md (about 2 minutes on 2 CPU c
 The net is conv32-conv32-pool-conv64-conv64-pool-dense128 (3x3, ReLU), batch 128, SGD, float32.
 Each formulation times steps after compilation: a Python loop over a jitted step, and the same step
 inside one `lax.scan` (what jaxmnist's epoch is); convolutions as XLA's `conv_general_dilated`, or
-as one matmul over nine shifted copies (`jaxmnist.models.conv3x3_im2col`).
+as one matmul over nine shifted copies (`jaxmnist.models.conv_im2col`).
 """
 
 import datetime
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from experiments import provenance  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxmnist.models import conv3x3_im2col, max_pool_2x2  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxmnist.models import conv_im2col, max_pool_2x2  # noqa: E402  pylint: disable=g-import-not-at-top
 
 BATCH = 128
 
@@ -78,7 +78,7 @@ def main():
   key = jax.random.key(0)
   params = init(key)
   rows = []
-  for conv_name, conv in (("XLA conv", conv_xla), ("im2col matmul", conv3x3_im2col)):
+  for conv_name, conv in (("XLA conv", conv_xla), ("im2col matmul", conv_im2col)):
     for loop_name, timer, steps in (("Python loop", time_python_loop, 20), ("lax.scan", time_scan, 20)):
       if conv is conv_xla and timer is time_scan:
         steps = 3  # seconds per step: keep the run short

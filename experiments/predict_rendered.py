@@ -33,13 +33,14 @@ def main():
   parser.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "predict_rendered.md"))
   args = parser.parse_args()
   trained = train_state.load_trained(args.run_dir)
+  outputs_of = predict.outputs_fn(trained)  # (probabilities, members agreeing) of uint8 images
   mnist = data.load_mnist()
   images, labels = mnist.test_images[:args.count], mnist.test_labels[:args.count]
   lines = [f"# Rendered test digits through `jaxmnist predict`'s path ({datetime.date.today()}, {provenance.cpu_name()})",
            "", f"Command: `python experiments/predict_rendered.py RUN_DIR --count={args.count}`, "
            f"RUN_DIR a `{trained.config.model}` run (checkpoint of epoch {trained.epoch}).", "",
            "| input | accuracy | wrong | preprocessing per image |", "|---|---:|---:|---:|"]
-  original = predict.probabilities(trained, images).argmax(-1) == labels
+  original = outputs_of(images)[0].argmax(-1) == labels
   lines.append(f"| the original 28x28 images | {original.mean():.4f} | {int((~original).sum())} | |")
   with tempfile.TemporaryDirectory() as tmp:
     for image_format in ("png", "jpeg"):
@@ -47,7 +48,7 @@ def main():
       start = time.perf_counter()
       digits = preprocess.to_mnist_batch(paths)
       per_image_ms = (time.perf_counter() - start) / len(paths) * 1000
-      correct = predict.probabilities(trained, digits).argmax(-1) == labels
+      correct = outputs_of(digits)[0].argmax(-1) == labels
       lines.append(f"| rendered {image_format.upper()} | {correct.mean():.4f} | {int((~correct).sum())} | "
                    f"{per_image_ms:.1f} ms |")
   text = "\n".join(lines) + "\n"

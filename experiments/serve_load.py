@@ -13,16 +13,14 @@ over the 2 MB limit, a blank white canvas; each must get its 4xx. Errors are 5xx
 errors, and any other status than the one expected. Then /api/health must still answer.
 
 Targets on a 2-core CPU: p50 under 20 ms for the valid requests, and no errors. Runtime: about 20 s.
-`--workers` (default 2) is passed to `jaxmnist serve --workers`.
 
 Measured on the shared 2-core AMD EPYC (results/serve_load.md, a `cnn` run), 2026-12-01 at load
-average 3.8-4.7, against the code before, in one sitting: no errors, every malformed body its 4xx, 900
-of 900 digits right; 4 at a time, `--workers=2` 296-297 requests a second at p50 13.3-14.0 ms, one
-process 239-255 at p50 16-17 ms, the old code 185-228 at p50 17.9-22.6 ms (on 2026-11-27, at load 0.8,
-it had served 114 a second at p50 37.5 ms). The server spends ~4-5 ms of CPU per request
-(preprocess.to_mnist ~3 ms, the forward pass 0.3 ms, HTTP and Starlette most of the rest, by py-spy);
-one process runs that Python one request at a time, so a second process is what helps, and a third,
-with the client on the same 2 cores, did not (328 against 360 a second).
+average 3.8-4.7: no errors, every malformed body its 4xx, 900 of 900 digits right; 4 at a time, one
+process 239-255 requests a second at p50 16-17 ms. The server spends ~4-5 ms of CPU per request
+(preprocess.to_mnist ~3 ms, the forward pass 0.3 ms, HTTP and Starlette most of the rest, by py-spy).
+A second process on the same port (the `--workers` option of before) served 1.04-2.3x as many, 1.2x in
+the median of four pairs on 2026-12-03 at load 4-8 (one process 97, 114, 102, 130 a second; two 114, 125,
+232, 135; a `linear` run, --requests=600), and took 1.5-3x as long to start (each imports jax and restores).
 """
 
 import argparse
@@ -139,7 +137,7 @@ def run(args) -> tuple[list[str], bool]:
   load_before = os.getloadavg()[0]
   with tempfile.TemporaryDirectory() as xla_cache:
     start = time.perf_counter()
-    with serving.Server(args.run_dir, xla_cache, "--workers", str(args.workers)) as server:
+    with serving.Server(args.run_dir, xla_cache) as server:
       started = time.perf_counter() - start
       client = Client(server)
       first = client.send(requests[0])
@@ -156,7 +154,7 @@ def run(args) -> tuple[list[str], bool]:
   lines = [
       f"# `jaxmnist serve` under load ({datetime.date.today()}, {provenance.cpu_name()}, {os.cpu_count()} cores)", "",
       f"Command: `python experiments/serve_load.py RUN_DIR --requests={args.requests} "
-      f"--concurrency={args.concurrency} --workers={args.workers}`, RUN_DIR a `{health['model']}` run (checkpoint of epoch "
+      f"--concurrency={args.concurrency}`, RUN_DIR a `{health['model']}` run (checkpoint of epoch "
       f"{health['checkpoint_epoch']}, test accuracy {health['test_accuracy']}); server and client on the same "
       f"machine, over loopback. Load average when it started: {load_before:.1f} (this machine is shared).", "",
       f"- start-up (`jaxmnist serve` until it prints the URL: imports, checkpoint, compile, warm-up): {started:.1f} s",
@@ -185,7 +183,6 @@ def main():
   parser.add_argument("run_dir")
   parser.add_argument("--requests", type=int, default=1000)
   parser.add_argument("--concurrency", type=int, default=4)
-  parser.add_argument("--workers", type=int, default=2, help="`jaxmnist serve --workers`: its processes")
   parser.add_argument("--sequential", type=int, default=200, help="then this many one at a time")
   parser.add_argument("--target-p50-ms", type=float, default=20.0)
   parser.add_argument("--cache-dir", help="where MNIST is cached (default: jaxmnist's)")

@@ -1,20 +1,17 @@
 """Export a trained model as one self-contained file: uint8 images in, float32 logits out.
 
-The file is a serialized `jax.export.Exported`: the model in eval mode (BatchNorm's running
-statistics, no dropout) with its parameters baked in as constants, its batch size symbolic, lowered
-for CPU, CUDA GPUs and TPUs at once. Running it needs jax and flatbuffers, not jaxmnist or flax.
+The file is a serialized `jax.export.Exported`: the model in eval mode with its parameters baked in as
+constants, its batch size symbolic, lowered for CPU, CUDA GPUs and TPUs at once. Running it needs jax and
+flatbuffers, not jaxmnist or flax. A model named by a string uses XLA's native convolution: one StableHLO
+convolution, which every backend (and ONNX's Conv) runs well; im2col only pays off inside training's scan.
 
 Synopsis:
-  exported = export.export_inference("cnn", steps.eval_variables(state))
-  export.write_artifact("cnn.jaxexport", exported)
+  export.write_artifact("cnn.jaxexport", export.export_inference("cnn", steps.eval_variables(state)))
 
   # Anywhere with `pip install jax flatbuffers` (this jax release or one up to ~6 months newer):
-  import numpy as np
-  from jax import export
   with open("cnn.jaxexport", "rb") as f:
-    exp = export.deserialize(bytearray(f.read()))
+    exp = jax.export.deserialize(bytearray(f.read()))
   logits_Bx10 = exp.call(images_Bx28x28x1)  # np.uint8 pixels 0..255, any batch size B >= 1
-  digits_B = np.asarray(logits_Bx10).argmax(axis=-1)
 
   onnx_bytes = export.export_onnx("cnn", variables)  # optional: pip install 'jaxmnist[onnx]'
 """
@@ -28,8 +25,8 @@ import jax.numpy as jnp
 from jax import export
 
 from jaxmnist import ensemble, errors, models, report, steps, train_state
+from jaxmnist.configs import IMAGE_SHAPE
 
-IMAGE_SHAPE = (28, 28, 1)
 # One file for every backend: lowering for all three costs a few hundred bytes and nothing at run time.
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -39,29 +36,13 @@ ModelSpec = Union[str, nn.Module, Callable[..., jax.Array]]  # a name in models.
 
 _FLATBUFFERS_HINT = ("jax.export reads and writes artifacts with the flatbuffers package, which jax does "
                      "not install: pip install flatbuffers")
-_ONNX_HINT = "ONNX export needs jax2onnx (and onnxruntime to run the result): pip install 'jaxmnist[onnx]'"
-
-
-def portable_module(model: Union[str, nn.Module]) -> nn.Module:
-  """The module to export, with XLA's native convolution wherever the choice was left to the backend.
-
-  A CNN left at `conv_impl=None` picks im2col when traced on CPU, so the exporting machine, not the
-  one that runs the file, would decide. The native convolution lowers to one StableHLO convolution
-  that every backend (and ONNX's Conv) runs well; im2col only pays off inside training's `lax.scan`.
-  """
-  if isinstance(model, str):
-    if model not in models.MODELS:
-      raise errors.UserError(f"Unknown model {model!r}; choose one of {', '.join(models.MODELS)}.")
-    model = models.build_model(model)
-  if isinstance(model, (models.CNN, models.FastCNN)) and model.conv_impl is None:
-    model = model.clone(conv_impl="xla")
-  return model
 
 
 def inference_fn(model: ModelSpec, variables) -> Callable[[jax.Array], jax.Array]:
   """uint8 images [B,28,28,1] -> float32 logits [B,10] in eval mode, the variables closed over."""
-  apply_fn = model if callable(model) and not isinstance(model, nn.Module) else portable_module(model).apply
-  variables = variables if "params" in variables else {"params": variables}  # bare params, as steps accepts
+  if isinstance(model, str):
+    model = models.build_model(model, conv_impl="xla")
+  apply_fn = model.apply if isinstance(model, nn.Module) else model
   # Host copies: constants baked from arrays committed to some device (or sharded over a mesh) would tie
   # the export to that placement.
   variables = jax.device_get(variables)
@@ -72,31 +53,16 @@ def inference_fn(model: ModelSpec, variables) -> Callable[[jax.Array], jax.Array
   return logits_of
 
 
-def _check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
-  unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
-  if unknown or not platforms:
-    raise errors.UserError(f"Cannot export for platforms {list(platforms)}; choose from "
-                           f"{', '.join(KNOWN_PLATFORMS)} ('cuda' and 'rocm', not 'gpu').")
-  return tuple(platforms)
-
-
 def export_inference(model: ModelSpec, variables,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS) -> export.Exported:
-  """Exports eval-mode inference with a symbolic batch size.
-
-  Args:
-    model: a name in `models.MODELS`, a flax module, or an apply function called as
-      `apply_fn(variables, inputs, train=False)` (used as given: its convolution is the caller's).
-    variables: `model.init`'s or `steps.eval_variables(state)`: params and, for CNNs, batch_stats.
-    platforms: what the artifact can run on; several give one file for all of them.
-
-  Returns:
-    The `Exported`: in_avals `uint8[b,28,28,1]`, out_avals `float32[b,10]`.
-  """
+  """Eval-mode inference, `uint8[b,28,28,1]` -> `float32[b,10]`, for `platforms` in one file. A module or an
+  `apply_fn(variables, inputs, train=False)` given as `model` is used as given (its convolution is the caller's)."""
+  if not platforms or set(platforms) - set(KNOWN_PLATFORMS):
+    raise errors.UserError(f"Cannot export for platforms {list(platforms)}; choose from "
+                           f"{', '.join(KNOWN_PLATFORMS)} ('cuda' and 'rocm', not 'gpu').")
   batch, = export.symbolic_shape("b")
   images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), jnp.uint8)
-  return export.export(jax.jit(inference_fn(model, variables)),
-                       platforms=_check_platforms(platforms))(images_spec)
+  return export.export(jax.jit(inference_fn(model, variables)), platforms=tuple(platforms))(images_spec)
 
 
 def serialize(exported: export.Exported) -> bytes:
@@ -108,11 +74,8 @@ def serialize(exported: export.Exported) -> bytes:
 
 
 def write_artifact(path, exported: Union[export.Exported, bytes]) -> int:
-  """Writes an `Exported` (or ready bytes, as from `export_onnx`) atomically; returns the size.
-
-  A temporary name in the same folder, then os.replace: a reader, or a server polling the path, never
-  sees half a file, and a failed write leaves an older artifact in place.
-  """
+  """Writes an `Exported` (or ready bytes, as from `export_onnx`) atomically, so that a reader never sees half
+  a file and a failed write leaves an older artifact in place; returns the size."""
   blob = exported if isinstance(exported, (bytes, bytearray)) else serialize(exported)
   report.write_replacing(path, lambda partial: partial.write_bytes(blob))
   return len(blob)
@@ -127,15 +90,13 @@ def read_artifact(path) -> export.Exported:
 
 
 def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
-  """The same inference as ONNX: input "images" uint8 [B,28,28,1], output "logits" float32 [B,10].
-
-  jax2onnx is imported here, not at the top: it is an optional extra, and its first conversion in a
-  process imports all its plugins (about half a minute on a small CPU).
-  """
+  """The same inference as ONNX: input "images" uint8 [B,28,28,1], output "logits" float32 [B,10]. jax2onnx is
+  an optional extra, imported here: its first conversion imports all its plugins (half a minute on a small CPU)."""
   try:
     import jax2onnx  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise errors.UserError(_ONNX_HINT) from e
+    raise errors.UserError("ONNX export needs jax2onnx (and onnxruntime to run the result): "
+                           "pip install 'jaxmnist[onnx]'") from e
   images_spec = jax.ShapeDtypeStruct(("B", *IMAGE_SHAPE), jnp.uint8)
   proto = jax2onnx.to_onnx(inference_fn(model, variables), [images_spec], model_name="jaxmnist", opset=opset,
                            input_names=["images"], output_names=["logits"])
@@ -143,20 +104,19 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
 
 
 def run_model(trained: train_state.Trained, onnx: bool = False) -> ModelSpec:
-  """What a run exports: its model, or for an ensemble every member in one function that returns the
-  ensemble's logits (the log of the members' mean probabilities, jaxmnist.ensemble). For ONNX the members
-  are applied one by one: jax2onnx's BatchNorm cannot be vmapped."""
+  """What a run exports: its model, or a function of every member that returns the ensemble's logits (for
+  ONNX the members are applied one by one: jax2onnx's BatchNorm cannot be vmapped)."""
   if not trained.seeds:
     return trained.config.model
-  return ensemble.ensemble_apply(portable_module(trained.config.model).apply, unrolled=onnx)
+  return ensemble.ensemble_apply(models.build_model(trained.config.model, conv_impl="xla").apply, unrolled=onnx)
 
 
 def main(args) -> None:
   """`jaxmnist export RUN_DIR [--out PATH] [--onnx]`: the run's newest checkpoint as an artifact."""
-  trained = train_state.load_trained(args.run_dir)
-  out = Path(args.out) if args.out else trained.run_dir / "model.jaxexport"
-  if not out.parent.is_dir():
+  out = Path(args.out) if args.out else Path(args.run_dir) / "model.jaxexport"
+  if not out.parent.is_dir():  # said before the restore
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
+  trained = train_state.load_trained(args.run_dir)
   what = f"an ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
   size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
   print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "

@@ -119,9 +119,6 @@ def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
   serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
                      "machine only; 0.0.0.0 lets others on the network in)")
   serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
-  serve.add_argument("--workers", type=int, default=1, help="processes answering on the one port, each with its "
-                     "own copy of the model (default 1; 2 on a 2-core machine serve 4 requests at once 1.2-1.4x as "
-                     "fast as 1)")
   return parser
 
 

@@ -2,22 +2,15 @@
 
 Synopsis:
   confusion_CxC = interpret.confusion_matrix(labels_N, logits_NxC.argmax(-1))
-  print(interpret.metrics_table_markdown(interpret.per_class_metrics(confusion_CxC),
-                                         interpret.accuracy(confusion_CxC)))
+  print(interpret.metrics_table_markdown(interpret.per_class_metrics(confusion_CxC)))
   interpret.plot_confusion(run_dir / "confusion.png", confusion_CxC, title="cnn, test set")
   top = interpret.top_losses(logits_NxC, labels_N, k=15)
-  interpret.plot_top_losses(run_dir / "top_losses.png", images_NxHxWx1[top.indices], labels_N[top.indices],
-                            top.predicted, top.probability, top.losses, title="cnn, test set")
-  interpret.plot_weight_templates(run_dir / "weights.png", params["dense0"]["kernel"])  # linear model only
+  interpret.plot_top_losses(path, images_NxHxWx1[top.indices], labels_N[top.indices], top.predicted,
+                            top.probability, top.losses)
 
-Everything here takes numpy arrays (jax arrays work too) and neither loads checkpoints nor runs models:
-the caller computes the logits. Each picture comes from a `*_figure` function that returns a matplotlib
-Figure, and a `plot_*` function that writes it as a PNG atomically (a temporary name in the same folder,
-then os.replace), so a reader never sees a half-written file.
-
-Figures are made with `matplotlib.figure.Figure`, not pyplot: pyplot keeps every open figure in a global
-registry and needs a backend chosen, so building figures without it leaves no state behind to leak, even
-when a plot raises. matplotlib is imported lazily: its import is slow and training never needs it.
+Everything here takes numpy arrays and returns numbers or figures: the caller computes the logits. Each
+`plot_*` writes its `*_figure` as a PNG atomically. Figures are `matplotlib.figure.Figure`s, not pyplot's,
+whose global registry of open figures would leak when a plot raises; matplotlib is imported lazily (slow).
 """
 
 import textwrap
@@ -26,12 +19,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from jaxmnist import report
+from jaxmnist.configs import IMAGE_SHAPE
 
 DIGITS = tuple(str(d) for d in range(10))
 DPI = 100  # the PNGs' pixels per inch: sizes in inches below times 100 are the sizes in pixels
-
-
-# ---- numbers ------------------------------------------------------------------------------------------
+MAX_COLUMNS = 5  # of the grids of panels
 
 
 def _check_labels(name: str, values, num_classes: int) -> np.ndarray:
@@ -66,11 +58,8 @@ def accuracy(confusion_CxC) -> float:
 
 
 def per_class_metrics(confusion_CxC, class_names: Sequence[str] | None = None) -> list[dict]:
-  """Per class: name, support (true examples), precision, recall and F1, as plain Python numbers.
-
-  Any ratio whose denominator is 0 is 0.0 (see `_ratio`): precision of a class never predicted, recall
-  of a class absent from the labels, and F1 when both precision and recall are 0.
-  """
+  """Per class: name, support (true examples), precision, recall and F1, as plain Python numbers; a ratio
+  whose denominator is 0 is 0.0 (see `_ratio`)."""
   confusion_CxC = np.asarray(confusion_CxC)
   names = _class_names(class_names, confusion_CxC.shape[0])
   rows = []
@@ -97,13 +86,6 @@ def metrics_table_markdown(metrics: list[dict], overall_accuracy: float | None =
   return "\n".join(lines) + "\n"
 
 
-def log_softmax(logits_NxC) -> np.ndarray:
-  """log softmax in float64, shifted by the row maximum so that exp never overflows."""
-  shifted = np.asarray(logits_NxC, np.float64)
-  shifted = shifted - shifted.max(axis=-1, keepdims=True)
-  return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 class TopLosses(NamedTuple):
   """The k examples of highest loss, highest first; all arrays [k]."""
 
@@ -114,13 +96,12 @@ class TopLosses(NamedTuple):
 
 
 def top_losses(logits_NxC, labels_N, k: int) -> TopLosses:
-  """The examples the model gets most confidently wrong: highest cross-entropy first (fastai's top_losses).
-
-  A high loss means a low probability on the true label; ties keep the examples' order.
-  """
-  log_probs_NxC = log_softmax(logits_NxC)
-  if log_probs_NxC.ndim != 2:
-    raise ValueError(f"logits must be [N, C], got shape {log_probs_NxC.shape}")
+  """The examples the model gets most confidently wrong: highest cross-entropy first, ties in order."""
+  shifted_NxC = np.asarray(logits_NxC, np.float64)
+  if shifted_NxC.ndim != 2:
+    raise ValueError(f"logits must be [N, C], got shape {shifted_NxC.shape}")
+  shifted_NxC = shifted_NxC - shifted_NxC.max(axis=-1, keepdims=True)  # so that exp never overflows
+  log_probs_NxC = shifted_NxC - np.log(np.exp(shifted_NxC).sum(axis=-1, keepdims=True))
   labels_N = _check_labels("labels", labels_N, log_probs_NxC.shape[1])
   if labels_N.shape[0] != log_probs_NxC.shape[0]:
     raise ValueError(f"{labels_N.shape[0]} labels for {log_probs_NxC.shape[0]} rows of logits")
@@ -129,9 +110,6 @@ def top_losses(logits_NxC, labels_N, k: int) -> TopLosses:
   predicted = log_probs_NxC[indices].argmax(axis=1)
   probability = np.exp(log_probs_NxC[indices, predicted])
   return TopLosses(indices.astype(np.int64), losses_N[indices], predicted.astype(np.int64), probability)
-
-
-# ---- pictures -----------------------------------------------------------------------------------------
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
@@ -152,25 +130,8 @@ def _new_figure(width: float, height: float):
 
 
 def save_png(path, fig) -> None:
-  """Writes `fig` to `path` atomically: a temporary file in the same folder, then a rename."""
+  """Writes `fig` to `path` atomically: a reader never sees half a file."""
   report.write_replacing(path, lambda partial: fig.savefig(partial, dpi=DPI, format="png"), suffix=".png")
-
-
-def _text_colour(rgba) -> str:
-  # Rec. 601 luma of the cell's colour: dark text on light cells, white on dark ones, for any colormap.
-  red, green, blue = rgba[:3]
-  return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-
-
-def _tick_labels(ax, names: list[str]) -> None:
-  ticks = np.arange(len(names))
-  ax.set_xticks(ticks)
-  ax.set_yticks(ticks)
-  long = max(map(len, names)) > 3
-  # Long names (Fashion-MNIST's "T-shirt/top") slant on the x axis so that neighbours do not collide.
-  ax.set_xticklabels(names, rotation=40 if long else 0, ha="right" if long else "center",
-                     rotation_mode="anchor")
-  ax.set_yticklabels(names)
 
 
 def confusion_figure(confusion_CxC, class_names: Sequence[str] | None = None, title: str = "confusion matrix"):
@@ -185,23 +146,29 @@ def confusion_figure(confusion_CxC, class_names: Sequence[str] | None = None, ti
   fig.colorbar(image, ax=ax, shrink=0.8, label="examples")
   fontsize = 9 if num_classes <= 12 else 6
   for (row, col), count in np.ndenumerate(confusion_CxC):
-    # Zeros in grey: the eye goes to the mistakes that did happen.
-    colour = "0.75" if count == 0 else _text_colour(image.cmap(image.norm(count)))
+    red, green, blue, _ = image.cmap(image.norm(count))
+    # Zeros in grey: the eye goes to the mistakes that did happen. Else the Rec. 601 luma of the cell's
+    # colour: dark text on light cells, white on dark ones, for any colormap.
+    colour = "0.75" if count == 0 else "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
     ax.text(col, row, str(count), ha="center", va="center", color=colour, fontsize=fontsize)
-  _tick_labels(ax, names)
+  long = max(map(len, names)) > 3
+  # Long names (Fashion-MNIST's "T-shirt/top") slant on the x axis so that neighbours do not collide.
+  ax.set_xticks(range(num_classes), names, rotation=40 if long else 0, ha="right" if long else "center",
+                rotation_mode="anchor")
+  ax.set_yticks(range(num_classes), names)
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   ax.set_title(title)
   return fig
 
 
-def plot_confusion(path, confusion_CxC, class_names: Sequence[str] | None = None,
-                   title: str = "confusion matrix") -> None:
-  save_png(path, confusion_figure(confusion_CxC, class_names, title))
+def plot_confusion(path, *args, **kwargs) -> None:
+  """confusion_figure(*args, **kwargs) as a PNG."""
+  save_png(path, confusion_figure(*args, **kwargs))
 
 
-def _grid(count: int, max_columns: int = 5) -> tuple[int, int]:
-  columns = max(1, min(count, max_columns))
+def _grid(count: int) -> tuple[int, int]:
+  columns = max(1, min(count, MAX_COLUMNS))
   return -(-count // columns), columns
 
 
@@ -213,8 +180,7 @@ def _panel_title(predicted: str, actual: str, probability: float, loss: float) -
 
 
 def top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, losses_N,
-                      class_names: Sequence[str] | None = None, title: str = "top losses",
-                      max_columns: int = 5):
+                      class_names: Sequence[str] | None = None, title: str = "top losses"):
   """The images in a grid, each titled as fastai's plot_top_losses: predicted / actual / probability."""
   images = np.asarray(images_NxHxWx1)
   if images.ndim == 4:
@@ -223,7 +189,7 @@ def top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, lo
   if not len(labels_N) == len(predicted_N) == len(probabilities_N) == len(losses_N) == num_images:
     raise ValueError(f"{num_images} images need as many labels, predictions, probabilities and losses")
   names = list(DIGITS if class_names is None else class_names)
-  rows, columns = _grid(num_images, max_columns)
+  rows, columns = _grid(num_images)
   long = max(map(len, names), default=0) > 7
   fig = _new_figure(1.7 * columns, (2.3 if long else 1.95) * rows + 0.6)
   fig.suptitle(f"{title}\npredicted / actual / probability of prediction, and loss", fontsize=11)
@@ -238,33 +204,28 @@ def top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, lo
   return fig
 
 
-def plot_top_losses(path, images_NxHxWx1, labels_N, predicted_N, probabilities_N, losses_N,
-                    class_names: Sequence[str] | None = None, title: str = "top losses",
-                    max_columns: int = 5) -> None:
-  save_png(path, top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, losses_N,
-                                   class_names, title, max_columns))
+def plot_top_losses(path, *args, **kwargs) -> None:
+  """top_losses_figure(*args, **kwargs) as a PNG."""
+  save_png(path, top_losses_figure(*args, **kwargs))
 
 
-def weight_templates(kernel_DxC, image_shape: tuple[int, int] = (28, 28)) -> np.ndarray:
-  """[C, H, W]: column k of a linear model's kernel laid out as the image it is multiplied with.
-
-  The models flatten [H, W, 1] images in row-major order, so a plain reshape undoes it.
-  """
-  kernel_DxC = np.asarray(kernel_DxC)
-  if kernel_DxC.ndim != 2 or kernel_DxC.shape[0] != image_shape[0] * image_shape[1]:
-    raise ValueError(f"a kernel of {image_shape[0]}*{image_shape[1]} rows is needed, got {kernel_DxC.shape}")
-  return kernel_DxC.T.reshape(-1, *image_shape)
+def weight_templates(kernel_DxC) -> np.ndarray:
+  """[C, H, W]: column k of a linear model's kernel laid out as the image it is multiplied with (the models
+  flatten images in row-major order, so a plain reshape undoes it)."""
+  kernel_DxC, (height, width, _) = np.asarray(kernel_DxC), IMAGE_SHAPE
+  if kernel_DxC.ndim != 2 or kernel_DxC.shape[0] != height * width:
+    raise ValueError(f"a kernel of {height}*{width} rows is needed, got {kernel_DxC.shape}")
+  return kernel_DxC.T.reshape(-1, height, width)
 
 
 def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None,
-                            title: str = "linear model: weight per pixel and class",
-                            image_shape: tuple[int, int] = (28, 28), max_columns: int = 5):
+                            title: str = "linear model: weight per pixel and class"):
   """One panel per class; red pixels raise the class's score, blue ones lower it, white is 0."""
-  templates_CxHxW = weight_templates(kernel_DxC, image_shape)
+  templates_CxHxW = weight_templates(kernel_DxC)
   names = _class_names(class_names, templates_CxHxW.shape[0])
   # One symmetric scale for all panels, so that colours compare across classes and 0 is white.
   vmax = float(np.abs(templates_CxHxW).max()) or 1.0
-  rows, columns = _grid(len(names), max_columns)
+  rows, columns = _grid(len(names))
   fig = _new_figure(1.8 * columns + 0.9, 2.0 * rows + 0.5)
   fig.suptitle(title, fontsize=11)
   axes = []
@@ -282,7 +243,6 @@ def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None
   return fig
 
 
-def plot_weight_templates(path, kernel_DxC, class_names: Sequence[str] | None = None,
-                          title: str = "linear model: weight per pixel and class",
-                          image_shape: tuple[int, int] = (28, 28)) -> None:
-  save_png(path, weight_templates_figure(kernel_DxC, class_names, title, image_shape))
+def plot_weight_templates(path, *args, **kwargs) -> None:
+  """weight_templates_figure(*args, **kwargs) as a PNG."""
+  save_png(path, weight_templates_figure(*args, **kwargs))

@@ -24,11 +24,8 @@ MLP_HIDDEN_SIZES = {
 
 
 def torch_uniform(fan_in: int):
-  """PyTorch's default for nn.Linear and nn.Conv2d weights and biases: uniform(+-1/sqrt(fan_in)).
-
-  (kaiming_uniform with a=sqrt(5) reduces to this bound.) Matching it makes learning curves
-  comparable with the post's.
-  """
+  """PyTorch's default for nn.Linear and nn.Conv2d weights and biases, uniform(+-1/sqrt(fan_in)) (what
+  kaiming_uniform with a=sqrt(5) reduces to): learning curves compare with the post's."""
   bound = 1.0 / math.sqrt(fan_in)
 
   def init(key, shape, dtype=jnp.float32):
@@ -63,11 +60,8 @@ class MLP(nn.Module):
 
 
 def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, padding: str = "SAME") -> jax.Array:
-  """A KxK convolution (stride 1, 'SAME' or 'VALID') as one matmul over the K*K shifted copies of the input.
-
-  On XLA's CPU backend a convolution inside `lax.scan` runs ~20x slower than this matmul form
-  (experiments/cnn_cpu.py measures it); on GPU and TPU the native convolution is used instead.
-  """
+  """A KxK convolution (stride 1, 'SAME' or 'VALID') as one matmul over the K*K shifted copies of the input:
+  inside `lax.scan`, XLA's CPU backend runs it ~20x faster than its own convolution (experiments/cnn_cpu.py)."""
   size = kernel_KxKxCxF.shape[0]
   if padding == "SAME":
     low, high = (size - 1) // 2, size // 2
@@ -81,36 +75,37 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, padding: str = 
   return out.reshape(batch, out_height, out_width, -1)
 
 
-def conv3x3_im2col(x_BxHxWxC: jax.Array, kernel_3x3xCxF: jax.Array) -> jax.Array:
-  """A 3x3 'SAME' convolution as one matmul (see `conv_im2col`)."""
-  return conv_im2col(x_BxHxWxC, kernel_3x3xCxF, "SAME")
-
-
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
   """2x2 max pooling, stride 2, as a reshape and a max (fast everywhere; sizes must be even)."""
   batch, height, width, channels = x_BxHxWxC.shape
   return x_BxHxWxC.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
-def default_conv_impl() -> str:
-  return "im2col" if jax.default_backend() == "cpu" else "xla"
-
-
-class Conv3x3(nn.Module):
-  """3x3 'SAME' convolution without bias; the kernel is laid out as nn.Conv's, [3, 3, C, F]."""
+class Conv(nn.Module):
+  """A KxK convolution, stride 1, its kernel laid out as nn.Conv's [K, K, C, F]; PyTorch's default init."""
 
   features: int
-  impl: str = "xla"  # "xla": lax.conv_general_dilated; "im2col": conv3x3_im2col
+  kernel_size: int = 3
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str | None = None  # "xla": lax.conv_general_dilated; "im2col": conv_im2col; None: im2col on CPU
   init_scheme: str = "torch"
 
   @nn.compact
   def __call__(self, x):
-    fan_in = 9 * x.shape[-1]
-    init = torch_uniform(fan_in) if self.init_scheme == "torch" else nn.initializers.lecun_normal()
-    kernel = self.param("kernel", init, (3, 3, x.shape[-1], self.features))
-    if self.impl == "im2col":
-      return conv3x3_im2col(x, kernel)
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    impl = self.impl or ("im2col" if jax.default_backend() == "cpu" else "xla")
+    fan_in = self.kernel_size**2 * x.shape[-1]
+    torch = self.init_scheme == "torch"
+    kernel = self.param("kernel", torch_uniform(fan_in) if torch else nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    if impl == "im2col":
+      y = conv_im2col(x, kernel, self.padding)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", torch_uniform(fan_in) if torch else nn.initializers.zeros, (self.features,))
+    return y + bias.reshape(1, 1, 1, -1)
 
 
 class CNN(nn.Module):
@@ -129,12 +124,15 @@ class CNN(nn.Module):
 
   @nn.compact
   def __call__(self, images_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
-    impl = self.conv_impl or default_conv_impl()
     x = images_BxHxWxC
+    convs = 0
     for width in self.widths:
       y = x
       for _ in range(self.convs_per_stage):
-        y = Conv3x3(width, impl, self.init_scheme)(y)
+        # The name of the class this layer had before it was Conv: checkpoints written then still load.
+        y = Conv(width, use_bias=False, impl=self.conv_impl, init_scheme=self.init_scheme,
+                 name=f"Conv3x3_{convs}")(y)
+        convs += 1
         y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
       if self.residual:
         y = y + nn.Dense(width, use_bias=False, name=f"skip{width}")(x)  # a 1x1 convolution
@@ -150,36 +148,11 @@ class CNN(nn.Module):
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-class Conv(nn.Module):
-  """A KxK convolution with bias, stride 1, laid out as nn.Conv's [K, K, C, F]; PyTorch's default init."""
-
-  features: int
-  kernel_size: int
-  padding: str = "VALID"
-  impl: str = "xla"  # "xla": lax.conv_general_dilated; "im2col": conv_im2col
-  init_scheme: str = "torch"
-
-  @nn.compact
-  def __call__(self, x):
-    fan_in = self.kernel_size**2 * x.shape[-1]
-    torch = self.init_scheme == "torch"
-    kernel = self.param("kernel", torch_uniform(fan_in) if torch else nn.initializers.lecun_normal(),
-                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-    bias = self.param("bias", torch_uniform(fan_in) if torch else nn.initializers.zeros, (self.features,))
-    if self.impl == "im2col":
-      return conv_im2col(x, kernel, self.padding) + bias.reshape(1, 1, 1, -1)
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), self.padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias.reshape(1, 1, 1, -1)
-
-
 class FastCNN(nn.Module):
   """The net of the fastest public MNIST recipe we know (tuomaso/train_mnist_fast: 99.0% in one epoch):
   normalise; 5x5 conv (valid), 2x2 max pool, ReLU (28 -> 24 -> 12); 3x3 conv (valid), pool, ReLU
-  (12 -> 10 -> 5); a dense layer with ReLU; the logits. No BatchNorm, no dropout.
-
-  The normalisation is part of the model, so predict, serve and export feed it [0, 1] pixels as every
-  other model.
-  """
+  (12 -> 10 -> 5); a dense layer with ReLU; the logits. No BatchNorm, no dropout. The normalisation is
+  part of the model, so that predict, serve and export feed it [0, 1] pixels as every other model."""
 
   widths: Sequence[int] = (24, 32)
   dense: int = 256
@@ -190,10 +163,9 @@ class FastCNN(nn.Module):
   @nn.compact
   def __call__(self, images_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
     del train  # behaves the same in both modes
-    impl = self.conv_impl or default_conv_impl()
     x = (images_BxHxWxC - MNIST_MEAN) / MNIST_STD
     for width, size in zip(self.widths, (5, 3)):
-      x = nn.relu(max_pool_2x2(Conv(width, size, "VALID", impl, self.init_scheme)(x)))
+      x = nn.relu(max_pool_2x2(Conv(width, size, "VALID", True, self.conv_impl, self.init_scheme)(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense, **_initializers(self.init_scheme, x.shape[-1]))(x))
     return nn.Dense(self.num_classes, **_initializers(self.init_scheme, x.shape[-1]))(x)
@@ -210,5 +182,7 @@ MODELS = {
 }
 
 
-def build_model(name: str, init_scheme: str = "torch") -> nn.Module:
-  return MODELS[name](init_scheme=init_scheme)
+def build_model(name: str, init_scheme: str = "torch", conv_impl: str | None = None) -> nn.Module:
+  """`conv_impl` chooses the convolution of the convolutional nets ("xla" or "im2col"); None: at trace time."""
+  model = MODELS[name](init_scheme=init_scheme)
+  return model.clone(conv_impl=conv_impl) if conv_impl and isinstance(model, (CNN, FastCNN)) else model

@@ -4,36 +4,106 @@ Synopsis:
   jaxmnist predict runs/cnn-20261127-120000 my_three.png photo.jpg
   jaxmnist predict runs/cnn-20261127-120000 my_three.png --json
 
-Each image goes through `jaxmnist.preprocess.to_mnist` (ink made white on black, cropped, scaled to
-20 px and centred by its centre of mass, as MNIST was made), then through the run's newest checkpoint
-in eval mode, all images in one jitted call. An ensemble's run answers with the mean of its members'
-probabilities, and says how many members pick the same class. Classes are named as the run's dataset names them: the
-digit for MNIST, "Sneaker", "Bag", ... for Fashion-MNIST.
+Each image goes through `jaxmnist.preprocess.to_mnist` (MNIST's own preprocessing), then all of them
+through the run's newest checkpoint in eval mode, in one call. An ensemble answers with its members' mean
+probabilities and says how many members agree.
 
-The first predict of a checkpoint restores it through flax and orbax and writes the outputs function
-beside the run (jaxmnist.inference); later ones read that with jax alone, about a second sooner.
+Restoring a checkpoint imports flax, optax and orbax, which takes longer than the rest of the answer. So
+the first predict of a checkpoint also writes RUN_DIR/inference.cache, its forward pass as a `jax.export`
+artifact, and later ones run that with jax alone. The cache's header names what it was built from (see
+checkpoint_key); where any of it differs, or the payload's sha256 does not match, it is not used.
 """
 
 import argparse
 import functools
+import hashlib
 import json
-import typing
+import os
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
+from jax import export
 
-from jaxmnist import data, datasets, ensemble, inference, interpret, preprocess, process, runs
-
-if typing.TYPE_CHECKING:
-  from jaxmnist import train_state
+from jaxmnist import datasets, ensemble, interpret, preprocess, process, report, runs
+from jaxmnist.checkpoint import CHECKPOINT_DIR
+from jaxmnist.configs import IMAGE_SHAPE
 
 TOP_K = 3
+INFERENCE_CACHE = "inference.cache"
+CACHE_FORMAT = 1
+
+# images uint8 [N, H, W, C] -> (softmax probabilities [N, C], members agreeing [N] or None)
+Outputs = Callable[[np.ndarray], tuple]
 
 
-def _outputs_of(trained: "train_state.Trained"):
-  """`(variables, images_NxHxWxC) -> (probabilities, members agreeing or None)`, the function outputs_fn
-  jits and the inference cache exports."""
+class Cached(NamedTuple):
+  epoch: int  # the epoch of the checkpoint the outputs come from
+  outputs: Outputs
+
+
+def checkpoint_key(run_dir) -> dict | None:
+  """What a cache must have been built from to answer for the run now; None when it has no checkpoint."""
+  run_dir = Path(run_dir)
+  try:
+    # orbax names a checkpoint by its epoch once it is whole (one being written has a temporary name).
+    newest = max((p for p in (run_dir / CHECKPOINT_DIR).iterdir() if p.name.isdigit() and p.is_dir()),
+                 key=lambda p: int(p.name))
+    # Each file's name, size and modification time: a file changed in place (a truncated array, a restored
+    # backup) changes the key; reading a checkpoint changes nothing.
+    stats = [(path.relative_to(newest), path.stat()) for path in sorted(newest.rglob("*"))]
+    files = "".join(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n" for name, stat in stats)
+    folder, config = newest.stat(), (run_dir / "config.json").read_bytes()
+  except (OSError, ValueError):  # no checkpoint, or it vanished meanwhile (rotated out), or cannot be read
+    return None
+  return {"format": CACHE_FORMAT, "epoch": int(newest.name), "checkpoint": [folder.st_ino, folder.st_ctime_ns],
+          "checkpoint_files": hashlib.sha256(files.encode()).hexdigest(),
+          "config_sha256": hashlib.sha256(config).hexdigest(), "jax": jax.__version__,
+          "platform": export.default_export_platform()}
+
+
+def read_cache(run_dir) -> Cached | None:
+  """The cached outputs of the run's newest checkpoint; None when there is no cache that fits it intact."""
+  key = checkpoint_key(run_dir)
+  try:
+    header_line, _, payload = (Path(run_dir) / INFERENCE_CACHE).read_bytes().partition(b"\n")
+    header = json.loads(header_line)
+    if key is None or header["key"] != key or header["sha256"] != hashlib.sha256(payload).hexdigest():
+      return None
+    exported, epoch = export.deserialize(bytearray(payload)), int(header["epoch"])
+  except (OSError, ValueError, KeyError, TypeError, ImportError):  # none, damaged, other format, no flatbuffers
+    return None
+  return Cached(epoch, lambda images: jax.device_get(exported.call(np.asarray(images, np.uint8))))
+
+
+def write_cache(run_dir, key: dict | None, outputs_of: Outputs, epoch: int) -> bool:
+  """Exports `outputs_of` (the variables of `epoch`'s checkpoint closed over as host arrays) and writes the
+  cache under `key`, atomically; False where it cannot (a read-only run, a full disk, no flatbuffers)."""
+  if key is None:
+    return False
+  batch, = export.symbolic_shape("b")
+  images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), np.uint8)
+  try:
+    payload = bytes(export.export(jax.jit(outputs_of), platforms=(key["platform"],))(images_spec).serialize())
+  except Exception:  # pylint: disable=broad-except
+    # No flatbuffers (jax does not install it), or a model an experiment added that cannot be lowered with
+    # a symbolic batch (every built-in one can): the answer is computed anyway, only not cached.
+    return False
+  header = {"key": key, "epoch": epoch, "sha256": hashlib.sha256(payload).hexdigest()}
+  blob = json.dumps(header).encode() + b"\n" + payload
+  try:
+    # A partial file of this process's own: two predicts at once must not write into one.
+    report.write_replacing(Path(run_dir) / INFERENCE_CACHE, lambda partial: partial.write_bytes(blob),
+                           suffix=f".{os.getpid()}")
+  except OSError:
+    return False
+  return True
+
+
+def _outputs_of(trained):
+  """`(variables, images_NxHxWxC) -> (probabilities, members agreeing or None)` of a train_state.Trained:
+  what outputs_fn jits and the inference cache exports."""
   from jaxmnist import steps  # pylint: disable=g-import-not-at-top  (optax: only where a checkpoint is restored)
 
   def outputs_of(variables, images):
@@ -46,40 +116,28 @@ def _outputs_of(trained: "train_state.Trained"):
   return outputs_of
 
 
-def outputs_fn(trained: "train_state.Trained"):
+def outputs_fn(trained):
   """`images_NxHxWxC (uint8) -> (softmax probabilities [N, C], members agreeing [N] or None)`, eval mode,
-  jitted once: build it once and call it many times (the server does), so that only a new batch shape
-  compiles again. For an ensemble the probabilities are the members' mean (Trained.apply's), and the
-  second output counts the members whose own top class is the ensemble's; for one model it is None."""
+  jitted once, so that only a new batch shape compiles again. For an ensemble the probabilities are the
+  members' mean, and the second output counts the members whose own top class is the ensemble's."""
   jitted = jax.jit(_outputs_of(trained))
   return lambda images_NxHxWxC: jax.device_get(jitted(trained.variables, images_NxHxWxC))
 
 
-def probabilities_fn(trained: "train_state.Trained"):
-  """`images_NxHxWxC (uint8) -> softmax probabilities [N, C]`: outputs_fn's first output."""
-  outputs_of = outputs_fn(trained)
-  return lambda images_NxHxWxC: np.asarray(outputs_of(images_NxHxWxC)[0])
-
-
-def probabilities(trained: "train_state.Trained", images_NxHxWxC: np.ndarray) -> np.ndarray:
-  """Softmax probabilities [N, C] of uint8 images, in eval mode (one call; see probabilities_fn)."""
-  return probabilities_fn(trained)(images_NxHxWxC)
-
-
-def newest_outputs(run_dir: Path) -> inference.Cached:
-  """The outputs of the run's newest intact checkpoint: from the inference cache when it fits that
-  checkpoint, else restored (flax, optax, orbax) and then cached for the next call."""
-  cached = inference.read(run_dir)
+def newest_outputs(run_dir: Path) -> Cached:
+  """The outputs of the run's newest intact checkpoint: from the cache when it fits that checkpoint, else
+  restored and then cached for the next call."""
+  cached = read_cache(run_dir)
   if cached is not None:
     return cached
   from jaxmnist import train_state  # pylint: disable=g-import-not-at-top  (flax, optax, orbax: 1-2 s of imports)
 
   # The key before the restore: a checkpoint that lands meanwhile makes the cache stale, never wrong.
-  key = inference.checkpoint_key(run_dir)
+  key = checkpoint_key(run_dir)
   trained = train_state.load_trained(run_dir)
   host_variables = jax.device_get(trained.variables)  # baked in as constants, tied to no device
-  inference.write(run_dir, key, functools.partial(_outputs_of(trained), host_variables), trained.epoch)
-  return inference.Cached(epoch=trained.epoch, outputs=outputs_fn(trained))
+  write_cache(run_dir, key, functools.partial(_outputs_of(trained), host_variables), trained.epoch)
+  return Cached(trained.epoch, outputs_fn(trained))
 
 
 def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS, agreeing=None,
@@ -100,7 +158,7 @@ def line(result: dict) -> str:
 
 def main(args: argparse.Namespace) -> None:
   images = preprocess.to_mnist_batch(args.images)  # every bad image is named before the model loads
-  process.enable_compilation_cache(data.default_cache_dir(), process.xla_cache_limit_bytes())
+  process.open_caches()
   config = runs.read_config(args.run_dir)
   newest = newest_outputs(Path(args.run_dir))
   names = datasets.get(config.dataset).class_names

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import ensemble, errors, export, models, train_state
+from jaxmnist import cli, ensemble, errors, export, models, train_state
 from jaxmnist.configs import PRESETS
 from tests import training_outcomes
 
@@ -182,8 +182,6 @@ def test_write_artifact_replaces_atomically(tmp_path, monkeypatch):
 
 def test_bad_requests_are_user_errors(monkeypatch):
   variables = model_and_variables("linear")[1]
-  with pytest.raises(errors.UserError, match="Unknown model 'mlp9'"):
-    export.export_inference("mlp9", variables)
   with pytest.raises(errors.UserError, match="not 'gpu'"):
     export.export_inference("linear", variables, platforms=("cpu", "gpu"))
   exported = export.export_inference("linear", variables, platforms=("cpu",))
@@ -221,3 +219,11 @@ def test_onnx_export_of_an_ensemble_gives_its_combined_logits():
   for images in random_batches().values():
     expected = np.log(np.mean([jax.nn.softmax(expected_logits(model, v, images)) for v in members], axis=0))
     np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, rtol=1e-5, atol=ATOL)
+
+
+def test_export_into_a_missing_folder_is_one_paragraph_before_the_restore(tiny_cli_run, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["export", str(tiny_cli_run.run_dir), f"--out={tmp_path / 'missing' / 'model.jaxexport'}"])
+  stderr = capsys.readouterr().err
+  assert exit_info.value.code == 2 and "does not exist" in stderr and "Traceback" not in stderr
+  assert not (tmp_path / "missing").exists()

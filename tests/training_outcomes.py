@@ -197,7 +197,7 @@ def rendered_digits(mnist: data.Mnist, folder: Path) -> tuple[list[Path], np.nda
 def rendered_accuracy(run_dir: Path, mnist: data.Mnist, folder: Path) -> float:
   """rendered_digits read by the run's model as `jaxmnist predict` reads pictures (in-process)."""
   paths, labels = rendered_digits(mnist, folder)
-  probabilities = predict.probabilities(train_state.load_trained(run_dir), preprocess.to_mnist_batch(paths))
+  probabilities, _ = predict.outputs_fn(train_state.load_trained(run_dir))(preprocess.to_mnist_batch(paths))
   return float(np.mean(probabilities.argmax(-1) == labels))
 
 
