@@ -74,11 +74,6 @@ def members_agreeing(member_logits_MxBxC, ensemble_logits_BxC):
   return (member_logits_MxBxC.argmax(-1) == ensemble_logits_BxC.argmax(-1)[None]).sum(0)
 
 
-def stack(trees: list):
-  """The members' pytrees stacked along a new leading axis (tests build ensembles from single states)."""
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def member(tree, k: int):
   """Member k's slice of a stacked pytree."""
   return jax.tree.map(lambda leaf: leaf[k], tree)

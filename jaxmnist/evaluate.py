@@ -65,18 +65,19 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   names = dataset.class_names
   what = f"ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
   name = f"{what} on {dataset.title}, epoch {trained.epoch}"
-  interpret.plot_confusion(run_dir / "confusion.png", np.asarray(test["confusion"]), names,
-                           title=f"{name}: test set, accuracy {test['accuracy']:.4f}")
+  interpret.save_png(run_dir / "confusion.png", interpret.confusion_figure(
+      np.asarray(test["confusion"]), names, title=f"{name}: test set, accuracy {test['accuracy']:.4f}"))
   top = interpret.top_losses(test_logits, mnist.test_labels, NUM_TOP_LOSSES)
-  interpret.plot_top_losses(run_dir / "top_losses.png", mnist.test_images[top.indices],
-                            mnist.test_labels[top.indices], top.predicted, top.probability, top.losses, names,
-                            title=f"{name}: the test images it gets most confidently wrong")
+  interpret.save_png(run_dir / "top_losses.png", interpret.top_losses_figure(
+      mnist.test_images[top.indices], mnist.test_labels[top.indices], top.predicted, top.probability, top.losses,
+      names, title=f"{name}: the test images it gets most confidently wrong"))
   files = ["confusion.png", "top_losses.png", "evaluation.json"]
   if trained.config.model == "linear":  # chapter 4's pixel similarity: what each class's weights look for
     kernel = trained.variables["params"]["dense0"]["kernel"]
     whose = f" of member 0 (seed {trained.seeds[0]})" if trained.seeds else ""
-    interpret.plot_weight_templates(run_dir / "weights.png", kernel[0] if trained.seeds else kernel, names,
-                                    title=f"{name}: weight templates{whose} (red: ink there raises the class)")
+    interpret.save_png(run_dir / "weights.png", interpret.weight_templates_figure(
+        kernel[0] if trained.seeds else kernel, names,
+        title=f"{name}: weight templates{whose} (red: ink there raises the class)"))
     files.insert(2, "weights.png")
 
   evaluation = {

@@ -81,14 +81,6 @@ def write_artifact(path, exported: Union[export.Exported, bytes]) -> int:
   return len(blob)
 
 
-def read_artifact(path) -> export.Exported:
-  """Loads an artifact written by `write_artifact`; `.call(images_uint8)` runs it."""
-  try:
-    return export.deserialize(bytearray(Path(path).read_bytes()))
-  except ImportError as e:
-    raise errors.UserError(_FLATBUFFERS_HINT) from e
-
-
 def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
   """The same inference as ONNX: input "images" uint8 [B,28,28,1], output "logits" float32 [B,10]. jax2onnx is
   an optional extra, imported here: its first conversion imports all its plugins (half a minute on a small CPU)."""

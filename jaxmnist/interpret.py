@@ -3,13 +3,13 @@
 Synopsis:
   confusion_CxC = interpret.confusion_matrix(labels_N, logits_NxC.argmax(-1))
   print(interpret.metrics_table_markdown(interpret.per_class_metrics(confusion_CxC)))
-  interpret.plot_confusion(run_dir / "confusion.png", confusion_CxC, title="cnn, test set")
+  interpret.save_png(run_dir / "confusion.png", interpret.confusion_figure(confusion_CxC, title="cnn, test set"))
   top = interpret.top_losses(logits_NxC, labels_N, k=15)
-  interpret.plot_top_losses(path, images_NxHxWx1[top.indices], labels_N[top.indices], top.predicted,
-                            top.probability, top.losses)
+  interpret.save_png(path, interpret.top_losses_figure(images_NxHxWx1[top.indices], labels_N[top.indices],
+                                                       top.predicted, top.probability, top.losses))
 
-Everything here takes numpy arrays and returns numbers or figures: the caller computes the logits. Each
-`plot_*` writes its `*_figure` as a PNG atomically. Figures are `matplotlib.figure.Figure`s, not pyplot's,
+Everything here takes numpy arrays and returns numbers or figures: the caller computes the logits. `save_png`
+writes a `*_figure` as a PNG atomically. Figures are `matplotlib.figure.Figure`s, not pyplot's,
 whose global registry of open figures would leak when a plot raises; matplotlib is imported lazily (slow).
 """
 
@@ -162,11 +162,6 @@ def confusion_figure(confusion_CxC, class_names: Sequence[str] | None = None, ti
   return fig
 
 
-def plot_confusion(path, *args, **kwargs) -> None:
-  """confusion_figure(*args, **kwargs) as a PNG."""
-  save_png(path, confusion_figure(*args, **kwargs))
-
-
 def _grid(count: int) -> tuple[int, int]:
   columns = max(1, min(count, MAX_COLUMNS))
   return -(-count // columns), columns
@@ -204,11 +199,6 @@ def top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, lo
   return fig
 
 
-def plot_top_losses(path, *args, **kwargs) -> None:
-  """top_losses_figure(*args, **kwargs) as a PNG."""
-  save_png(path, top_losses_figure(*args, **kwargs))
-
-
 def weight_templates(kernel_DxC) -> np.ndarray:
   """[C, H, W]: column k of a linear model's kernel laid out as the image it is multiplied with (the models
   flatten images in row-major order, so a plain reshape undoes it)."""
@@ -241,8 +231,3 @@ def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None
     axes.append(ax)
   fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
   return fig
-
-
-def plot_weight_templates(path, *args, **kwargs) -> None:
-  """weight_templates_figure(*args, **kwargs) as a PNG."""
-  save_png(path, weight_templates_figure(*args, **kwargs))

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export as jax_export
 
-from jaxmnist import (checkpoint, configs, ensemble, export, models, parallel, programs, report, serve, steps, train,
+from jaxmnist import (checkpoint, configs, ensemble, models, parallel, programs, report, serve, steps, train,
                       train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
@@ -187,7 +188,7 @@ def test_predict_answers_with_the_ensemble_and_says_how_many_agree(ensemble_run,
 def test_export_bakes_every_member_into_one_artifact(ensemble_run, tmp_path, capsys):
   assert "an ensemble of 2 x mlp3" in _cli(capsys, "export", ensemble_run, f"--out={tmp_path / 'ensemble.jaxexport'}")
   images = make_separable(8, seed=4)[0][..., None]
-  logits = np.asarray(export.read_artifact(tmp_path / "ensemble.jaxexport").call(images))
+  logits = np.asarray(jax_export.deserialize(bytearray((tmp_path / "ensemble.jaxexport").read_bytes())).call(images))
   trained = train_state.load_trained(ensemble_run)
   np.testing.assert_allclose(jax.nn.softmax(logits), _members_probabilities(trained, images)[0], atol=2e-6)
 

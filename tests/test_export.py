@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import cli, ensemble, errors, export, models, train_state
+from jaxmnist import cli, errors, export, models, train_state
 from jaxmnist.configs import PRESETS
 from tests import training_outcomes
 
@@ -213,7 +213,7 @@ def test_onnx_export_of_an_ensemble_gives_its_combined_logits():
   members = [model_and_variables("cnn", seed)[1] for seed in (0, 1)]  # BatchNorm statistics per member
   model = models.build_model("cnn")
   trained = train_state.Trained(run_dir=None, config=dataclasses.replace(PRESETS["cnn"], seeds=(0, 1)), model=model,
-                                variables=ensemble.stack(members), epoch=2, checkpoint_line="", data={})
+                                variables=jax.tree.map(lambda *leaves: jnp.stack(leaves), *members), epoch=2, checkpoint_line="", data={})
   onnx_bytes = export.export_onnx(export.run_model(trained, onnx=True), trained.variables)  # `export --onnx`'s
   session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
   for images in random_batches().values():

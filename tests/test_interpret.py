@@ -194,7 +194,7 @@ def test_plot_confusion_writes_a_png(tmp_path):
   rng = np.random.default_rng(0)
   confusion = interpret.confusion_matrix(rng.integers(0, 10, 500), rng.integers(0, 10, 500))
   path = tmp_path / "confusion.png"
-  interpret.plot_confusion(path, confusion, FASHION, title="a test")
+  interpret.save_png(path, interpret.confusion_figure(confusion, FASHION, title="a test"))
   # (2.5 + 0.55 per class) inches high, 0.9 more wide for the colour bar, at 100 dpi.
   assert read_png(path).shape == (800, 890, 3)
   _assert_only(tmp_path, "confusion.png")
@@ -205,7 +205,8 @@ def test_plot_top_losses_writes_a_png(tmp_path):
   images = rng.integers(0, 256, (15, 28, 28, 1), dtype=np.uint8)
   labels, predicted = rng.integers(0, 10, 15), rng.integers(0, 10, 15)
   path = tmp_path / "top_losses.png"
-  interpret.plot_top_losses(path, images, labels, predicted, rng.random(15), rng.random(15) * 5, title="a test")
+  interpret.save_png(path, interpret.top_losses_figure(images, labels, predicted, rng.random(15), rng.random(15) * 5,
+                                                       title="a test"))
   assert read_png(path).shape == (645, 850, 3)  # 3 rows of 5 panels: 1.7 x 1.95 inches each, +0.6 titles
   _assert_only(tmp_path, "top_losses.png")
 
@@ -280,5 +281,5 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(report.os, "replace", fail)  # every picture is written through report.write_replacing
   with pytest.raises(OSError, match="disk full"):
-    interpret.plot_confusion(tmp_path / "confusion.png", np.eye(3, dtype=np.int64))
+    interpret.save_png(tmp_path / "confusion.png", interpret.confusion_figure(np.eye(3, dtype=np.int64)))
   assert not list(tmp_path.iterdir())
