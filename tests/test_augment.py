@@ -2,13 +2,16 @@
 strings that name them. Tiny arrays, no training."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxmnist import augment, configs
+from jaxmnist import augment, configs, models, steps
 from jaxmnist.configs import PRESETS
+from tests.conftest import make_separable
 
 # Compiled once each and shared by the tests (a probability is traced, so it compiles nothing new): eager
 # dispatch compiles every primitive on its own, and erase alone takes about a second to compile on the CPU.
@@ -91,3 +94,23 @@ def test_config_problems_accept_joined_names_and_refuse_others():
                        ("flip+shift+flip", "augmentation 'flip+shift+flip' names flip more than once")):
     problems = problems_of(spec)
     assert len(problems) == 1 and problems[0].startswith(phrase), (spec, problems)
+
+
+def test_cnn_fashions_training_step_learns_from_its_flipped_then_shifted_images(key):
+  # The preset's composition as the compiled step applies it (programs.Programs builds it from the config):
+  # one SGD step of `linear` with it equals the post's update on the images flipped, then shifted, by hand.
+  spec = PRESETS["cnn_fashion"].augment
+  assert spec == "flip+shift"
+  model, optimizer = models.build_model("linear"), optax.sgd(0.1)
+  images, labels = make_separable(16)
+  params = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))["params"]
+  step = jax.jit(functools.partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer,
+                                   augment=augment.build_augment(spec)))
+  state, _ = step(steps.create_train_state(params, optimizer), images[..., None], labels, jnp.ones(16), key)
+
+  flip_key, shift_key = jax.random.split(jax.random.split(key)[0])  # the step's augment key, split per part
+  inputs = _JITTED["shift"](shift_key, _JITTED["flip"](flip_key, steps.images_to_inputs(jnp.asarray(images[..., None]))))
+  assert not np.array_equal(inputs, steps.images_to_inputs(jnp.asarray(images[..., None])))
+  loss = lambda p: steps.cross_entropy_loss(model.apply({"params": p}, inputs), labels, jnp.ones(16))
+  expected = jax.tree.map(lambda w, g: w - 0.1 * g, params, jax.jit(jax.grad(loss))(params))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), state.params, expected)

@@ -9,6 +9,8 @@ Skips, saying why, where Playwright or chromium is missing (`.ci/run` installs c
 Debian or Ubuntu: apt-get install chromium). Playwright's own browser download is not used.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,10 +25,12 @@ def test_ubuntus_snap_shim_is_told_apart_from_a_browser(tmp_path):
   shim.write_text('#!/bin/sh\necho "Command \'/usr/bin/chromium-browser\' requires the chromium snap to be '
                   'installed. Please install it with: snap install chromium"\nexit 1\n')
   assert serving.is_snap_shim(shim)
-  executable = serving.chromium_path()
-  if executable is None or serving.is_snap_shim(executable):
-    pytest.skip("no chromium here to compare with")
-  assert not serving.is_snap_shim(executable)  # Debian's launcher script names no snap
+  launcher = tmp_path / "chromium"  # Debian's /usr/bin/chromium: a shell script that starts the browser
+  launcher.write_text('#!/bin/sh\nexec /usr/lib/chromium/chromium "$@"\n')
+  assert not serving.is_snap_shim(launcher)
+  binary = tmp_path / "chrome"  # a browser binary, whatever its bytes hold further on
+  binary.write_bytes(b"\x7fELF" + b"\0" * 64 + b"snap")
+  assert not serving.is_snap_shim(binary) and not serving.is_snap_shim(tmp_path / "missing")
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +48,23 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fashion_server(tiny_fashion_cli_run):
-  run_dir = tiny_fashion_cli_run.run_dir
-  with serving.Server(run_dir, run_dir.parent / "cache") as server:
+def fashion_ensemble_server(browser, tmp_path_factory):
+  """`jaxmnist serve` of one run that is both a Fashion-MNIST run and an ensemble (`tiny`, seeds 0 and 3, on the
+  toy set labelled as Fashion-MNIST), trained in this process: one server for the tests of both pages.
+  (Asks for `browser` first, so that where there is none nothing is trained or started.)"""
+  from jaxmnist import train  # pylint: disable=g-import-not-at-top
+  from jaxmnist.configs import PRESETS  # pylint: disable=g-import-not-at-top
+
+  tmp = tmp_path_factory.mktemp("fashion-ensemble")
+  config = dataclasses.replace(PRESETS["tiny"], dataset="fashion_mnist", seeds=(0, 3))
+  mnist = dataclasses.replace(training_outcomes.tiny_mnist(), dataset="fashion_mnist")
+  train.train_and_evaluate(config, tmp / "run", mnist, progress=False)
+  with serving.Server(tmp / "run", tmp / "cache") as server:
     yield server
 
 
 @pytest.fixture(scope="module")
-def ensemble_server(tiny_ensemble_cli_run):
-  run_dir = tiny_ensemble_cli_run.run_dir
-  with serving.Server(run_dir, run_dir.parent / "cache") as server:
-    yield server
-
-
-@pytest.fixture(scope="module")
-def cnn_server(cnn_run, real_cache_dir):
+def cnn_server(browser, cnn_run, real_cache_dir):
   with serving.Server(cnn_run[0], real_cache_dir) as server:
     yield server
 
@@ -118,8 +124,8 @@ def test_drawing_shows_probabilities_while_drawing_and_clear_resets_them(tiny_se
   assert page.get_attribute("#bars", "data-state") == "done"
 
 
-def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_server, open_page):
-  page = open_page(fashion_server)
+def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_ensemble_server, open_page):
+  page = open_page(fashion_ensemble_server)
   names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
   assert page.locator("#bars .row .name").all_text_contents() == names
   assert page.text_content("#title") == "Draw a piece of clothing"
@@ -131,8 +137,8 @@ def test_a_fashion_run_labels_its_bars_and_guess_with_class_names(fashion_server
     assert label.evaluate("e => e.scrollWidth <= e.clientWidth"), label.text_content()
 
 
-def test_an_ensembles_page_says_how_many_members_agree(ensemble_server, open_page):
-  page = open_page(ensemble_server)
+def test_an_ensembles_page_says_how_many_members_agree(fashion_ensemble_server, open_page):
+  page = open_page(fashion_ensemble_server)
   assert "Model: an ensemble of 2 x mlp3" in page.text_content("#about")
   serving.draw(page, serving.SEVEN)
   serving.wait_until_idle(page)

@@ -1,30 +1,32 @@
-"""Checkpoints and resume, as a user meets them: the `jaxmnist` CLI in subprocesses, Ctrl-C, kill -9,
-a damaged checkpoint, another device count, and every bad `--resume`.
+"""Checkpoints and resume, as a user meets them: Ctrl-C and kill -9 sent to a `jaxmnist train` process at
+named moments (tests/signal_at.py), a damaged checkpoint, another device count, and every bad `--resume`.
+What needs no process of its own (the reference run, the resumes on one device) runs through the CLI's main
+in this process.
 
 The yardstick is an uninterrupted run of the same config: a resumed run must end with the same
 parameters bit for bit, the same metrics.csv rows (all but the wall-clock seconds) and the same test
 accuracy.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from jaxmnist import checkpoint, report, train_state
-from tests import training_outcomes
+from jaxmnist import checkpoint, cli, report, train_state
 from tests.test_cli import REPO_ROOT
 
-EPOCHS = 120  # tiny epochs take ~10 ms: enough of them that a signal lands mid-run
-EVERY = 5
+EPOCHS = 6  # checkpoints at 2, 4 and 6; tests/signal_at.py signals a run at a named one, so few epochs do
+EVERY = 2
 EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
 
 
@@ -34,39 +36,36 @@ def _env(tmp_path, xla_flags=""):
 
 
 def _train_args(idx_dir, *extra):
-  return [sys.executable, "-m", "jaxmnist.cli", "train", "--no-progress", "--no-evaluate", "--source=dir",
-          f"--data-dir={idx_dir}", "--unverified", *extra]
+  return ["train", "--no-progress", "--no-evaluate", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
+          *map(str, extra)]
 
 
-def _start(tmp_path, idx_dir, *extra, xla_flags=""):
-  return subprocess.Popen(_train_args(idx_dir, *extra), cwd=tmp_path, env=_env(tmp_path, xla_flags),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _run(tmp_path, idx_dir, *extra, xla_flags=""):
-  return subprocess.run(_train_args(idx_dir, *extra), cwd=tmp_path, env=_env(tmp_path, xla_flags),
+def _signalled(tmp_path, idx_dir, moment, signal_name, *extra, xla_flags=""):
+  """`jaxmnist train` in a subprocess that sends itself SIGNAL at `moment` (tests/signal_at.py)."""
+  return subprocess.run([sys.executable, "-m", "tests.signal_at", moment, signal_name, "--",
+                         *_train_args(idx_dir, *extra)], cwd=tmp_path, env=_env(tmp_path, xla_flags),
                         capture_output=True, text=True, timeout=300, check=False)
 
 
-def _wait_for(condition, process, timeout=120.0, poll=0.0005):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if condition():
-      return True
-    if process.poll() is not None:
-      return False
-    time.sleep(poll)
-  return False
+def _run(tmp_path, idx_dir, *extra, xla_flags=""):
+  return subprocess.run([sys.executable, "-m", "jaxmnist.cli", *_train_args(idx_dir, *extra)], cwd=tmp_path,
+                        env=_env(tmp_path, xla_flags), capture_output=True, text=True, timeout=300, check=False)
 
 
-def _has_checkpoint(run_dir: Path):
-  folder = run_dir / checkpoint.CHECKPOINT_DIR
-  return lambda: folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
-
-
-def _save_in_progress(run_dir: Path):
-  folder = run_dir / checkpoint.CHECKPOINT_DIR
-  return lambda: folder.is_dir() and any(checkpoint.TMP_SUFFIX in p.name for p in folder.iterdir())
+def _in_process(cwd: Path, idx_dir, *extra) -> subprocess.CompletedProcess:
+  """`jaxmnist train` through the CLI's own main in this process (one device), run in `cwd`: what no
+  signal or device count needs a process of its own for."""
+  out, err, code, before = io.StringIO(), io.StringIO(), 0, os.getcwd()
+  os.chdir(cwd)
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      cli.main(_train_args(idx_dir, *extra))
+  except SystemExit as e:
+    code = e.code or 0
+  finally:
+    os.chdir(before)
+  return subprocess.CompletedProcess(["jaxmnist", *_train_args(idx_dir, *extra)], code, out.getvalue(),
+                                     err.getvalue())
 
 
 def _rows_without_seconds(run_dir: Path):
@@ -83,30 +82,26 @@ def _assert_same_run(run_dir: Path, reference: Path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit for bit
 
 
+RUN = ("--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("uninterrupted")
   from tests.conftest import write_idx_dir  # pylint: disable=g-import-not-at-top
 
   idx_dir = write_idx_dir(tmp / "idx")
-  result = _run(tmp, idx_dir, "--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}",
-                "--workdir=run")
+  result = _in_process(tmp, idx_dir, *RUN, "--workdir=run")
   assert result.returncode == 0, result.stderr
   return tmp / "run", idx_dir
 
 
 @pytest.fixture(scope="module")
 def interrupted(uninterrupted):
-  """The same run, stopped by Ctrl-C once it has saved two checkpoints; tests resume copies of it."""
+  """The same run, Ctrl-C pressed once it has saved two checkpoints; tests resume copies of it."""
   reference, idx_dir = uninterrupted
-  tmp = reference.parent
-  process = _start(tmp, idx_dir, "--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}",
-                   "--workdir=stopped")
-  folder = tmp / "stopped" / checkpoint.CHECKPOINT_DIR
-  assert _wait_for(lambda: len(checkpoint.saved_epochs(folder)) >= 2, process, poll=0.01)
-  process.send_signal(signal.SIGINT)
-  _, err = process.communicate(timeout=120)
-  return tmp / "stopped", process.returncode, err
+  result = _signalled(reference.parent, idx_dir, "saved:2", "INT", *RUN, "--workdir=stopped")
+  return reference.parent / "stopped", result.returncode, result.stderr
 
 
 @pytest.fixture
@@ -119,13 +114,13 @@ def test_ctrl_c_saves_and_resume_is_bit_identical(uninterrupted, interrupted, st
   reference, idx_dir = uninterrupted
   _, returncode, err = interrupted
   assert returncode == 130, err
-  assert "Interrupted after epoch" in err and "jaxmnist train --resume" in err and "Traceback" not in err
-  stopped_at = max(checkpoint.saved_epochs(stopped_copy / checkpoint.CHECKPOINT_DIR))
-  assert stopped_at < EPOCHS
+  assert f"Interrupted after epoch {2 * EVERY} of {EPOCHS}" in err and "jaxmnist train --resume" in err
+  assert "Traceback" not in err
+  assert checkpoint.saved_epochs(stopped_copy / checkpoint.CHECKPOINT_DIR) == [EVERY, 2 * EVERY]
 
-  result = _run(tmp_path, idx_dir, "--resume=run")
+  result = _in_process(tmp_path, idx_dir, "--resume=run")
   assert result.returncode == 0, result.stderr
-  assert f"resuming from the checkpoint of epoch {stopped_at} of {EPOCHS}" in result.stdout
+  assert f"resuming from the checkpoint of epoch {2 * EVERY} of {EPOCHS}" in result.stdout
   _assert_same_run(tmp_path / "run", reference)
 
 
@@ -134,19 +129,25 @@ def test_kill_9_at_any_moment_then_resume_is_bit_identical(uninterrupted, tmp_pa
   # session's shared cache with an entry that jax's capped cache then warns about: these use their own.
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
   reference, idx_dir = uninterrupted
-  run_dir = tmp_path / "run"
-  first = ["--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}", "--workdir=run"]
-  moments = [("after the first checkpoint", _has_checkpoint(run_dir), first),
-             ("while a checkpoint is being written", _save_in_progress(run_dir), ["--resume=run"]),
-             ("at once, during start-up", lambda: True, ["--resume=run"])]
-  for moment, condition, args in moments:
-    process = _start(tmp_path, idx_dir, *args)
-    assert _wait_for(condition, process), f"the run ended before the moment {moment!r}"
-    process.kill()  # SIGKILL: no handler runs, nothing is flushed
-    process.communicate(timeout=60)
-  result = _run(tmp_path, idx_dir, "--resume=run")
+  folder = tmp_path / "run" / checkpoint.CHECKPOINT_DIR
+  # Once its first checkpoint is complete: the resume below starts from it.
+  killed = _signalled(tmp_path, idx_dir, "saved:1", "KILL", *RUN, "--workdir=run")
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  assert checkpoint.saved_epochs(folder) == [EVERY]
+  # While the resumed run writes its next checkpoint: orbax's temporary folder is left behind.
+  killed = _signalled(tmp_path, idx_dir, "writing:1", "KILL", "--resume=run")
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  assert [p.name for p in folder.iterdir() if checkpoint.TMP_SUFFIX in p.name], list(folder.iterdir())
+  assert checkpoint.saved_epochs(folder) == [EVERY]
+  # At once, during start-up (wherever the kill lands, the run on disk stays resumable).
+  process = subprocess.Popen([sys.executable, "-m", "jaxmnist.cli", *_train_args(idx_dir, "--resume=run")],
+                             cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process.kill()  # SIGKILL: no handler runs, nothing is flushed
+  process.wait(timeout=60)
+  result = _in_process(tmp_path, idx_dir, "--resume=run")
   assert result.returncode == 0, result.stderr
-  _assert_same_run(run_dir, reference)
+  assert f"resuming from the checkpoint of epoch {EVERY} of {EPOCHS}" in result.stdout
+  _assert_same_run(tmp_path / "run", reference)
 
 
 def _damage(checkpoint_dir: Path):
@@ -162,44 +163,48 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(unint
   epochs = checkpoint.saved_epochs(folder)
   _damage(folder / str(epochs[-1]))
 
-  result = _run(tmp_path, idx_dir, "--resume=run")
+  result = _in_process(tmp_path, idx_dir, "--resume=run")
   assert result.returncode == 0, result.stderr
   assert f"resuming from the checkpoint of epoch {epochs[-2]}" in result.stdout
   assert f"passed over damaged newer checkpoints: epoch {epochs[-1]}" in result.stdout
   _assert_same_run(tmp_path / "run", reference)
 
 
-@pytest.mark.parametrize("save_flags, resume_flags", [(EIGHT_DEVICES, ""), ("", EIGHT_DEVICES)],
-                         ids=["8-devices-to-1", "1-device-to-8"])
-def test_resume_on_another_device_count(request, tmp_path, save_flags, resume_flags):
-  if save_flags:
-    idx_dir = request.getfixturevalue("idx_dir")
-    process = _start(tmp_path, idx_dir, "--model=tiny", f"--epochs={EPOCHS}", f"--checkpoint-every={EVERY}",
-                     "--workdir=run", xla_flags=save_flags)
-    assert _wait_for(_has_checkpoint(tmp_path / "run"), process)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
-  else:  # the module's one-device run, as if killed after its checkpoint of epoch 110: 10 epochs on 8 devices
-    reference, idx_dir = request.getfixturevalue("uninterrupted")
-    shutil.copytree(reference, tmp_path / "run")
-    (tmp_path / "run" / "summary.json").unlink()
-    for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
-      shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
-  result = _run(tmp_path, idx_dir, "--resume=run", xla_flags=resume_flags)
+def _assert_finished_on(run_dir: Path, num_devices: int) -> None:
+  summary = json.loads((run_dir / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["num_devices"] == num_devices
+  assert summary["epochs_completed"] == EPOCHS and summary["resumed_from_epoch"] == EVERY
+  assert [r["epoch"] for r in report.read_metrics_csv(run_dir / "metrics.csv")] == list(range(1, EPOCHS + 1))
+
+
+def test_a_run_stopped_on_eight_devices_resumes_on_one(tmp_path, idx_dir):
+  stopped = _signalled(tmp_path, idx_dir, "saved:1", "INT", *RUN, "--workdir=run", xla_flags=EIGHT_DEVICES)
+  assert stopped.returncode == 130, stopped.stderr
+  assert "devices: 8 x cpu" in stopped.stdout
+  result = _in_process(tmp_path, idx_dir, "--resume=run")
   assert result.returncode == 0, result.stderr
-  assert ("devices: 8 x cpu" if resume_flags else "devices: 1 x cpu") in result.stdout
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert summary["epochs_completed"] == EPOCHS and summary["num_devices"] == (8 if resume_flags else 1)
-  assert [r["epoch"] for r in report.read_metrics_csv(tmp_path / "run" / "metrics.csv")] == list(range(1, EPOCHS + 1))
-  training_outcomes.assert_clears("tiny_run", summary)
+  assert "devices: 1 x cpu" in result.stdout
+  _assert_finished_on(tmp_path / "run", 1)
+
+
+def test_a_run_saved_on_one_device_resumes_on_eight(uninterrupted, tmp_path):
+  # The module's one-device run, as if killed after its first checkpoint: the rest on 8 devices.
+  reference, idx_dir = uninterrupted
+  shutil.copytree(reference, tmp_path / "run")
+  (tmp_path / "run" / "summary.json").unlink()
+  for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
+    shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
+  result = _run(tmp_path, idx_dir, "--resume=run", xla_flags=EIGHT_DEVICES)
+  assert result.returncode == 0, result.stderr
+  assert "devices: 8 x cpu" in result.stdout
+  _assert_finished_on(tmp_path / "run", 8)
 
 
 @pytest.fixture
 def bad_resume(idx_dir, jaxmnist_in_process):
   """`jaxmnist train ARGS` that must be refused (each refusal comes before any training): its paragraph."""
   def call(*args):
-    result = jaxmnist_in_process(*_train_args(idx_dir, *args)[3:])  # without `python -m jaxmnist.cli`
+    result = jaxmnist_in_process(*_train_args(idx_dir, *args))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     return result.stderr
@@ -214,13 +219,15 @@ def test_bad_resumes_exit_2_with_one_paragraph(uninterrupted, tmp_path, bad_resu
   (tmp_path / "early").mkdir()
   (tmp_path / "early" / "config.json").write_text((finished / "config.json").read_text())
   assert "has no complete checkpoint" in bad_resume("--resume=early")
-  assert "already finished all 120 epochs" in bad_resume(f"--resume={finished}")
+  assert f"already finished all {EPOCHS} epochs" in bad_resume(f"--resume={finished}")
 
 
 def test_a_resume_whose_flags_contradict_the_run_is_refused(stopped_copy, tmp_path, idx_dir, bad_resume):
-  message = bad_resume("--resume=run", "--lr=0.5", "--epochs=7", "--model=cnn")
-  assert "--lr=0.5 (the run has 0.1)" in message and "--epochs=7 (the run has 120)" in message
+  message = bad_resume("--resume=run", "--lr=0.5", "--epochs=7", "--model=cnn", "--workdir=elsewhere")
+  assert "--lr=0.5 (the run has 0.1)" in message and f"--epochs=7 (the run has {EPOCHS})" in message
   assert "--model=cnn (the run trains mlp3)" in message
+  assert "--workdir=elsewhere (a resumed run continues in run)" in message
+  assert "--workdir" not in bad_resume("--resume=run", "--lr=0.5", f"--workdir={stopped_copy}")  # the run's own
   # Repeating the run's own settings, or changing only how it checkpoints, is fine.
-  result = _run(tmp_path, idx_dir, "--resume=run", "--lr=0.1", "--checkpoint-every=50")
+  result = _in_process(tmp_path, idx_dir, "--resume=run", "--lr=0.1", "--checkpoint-every=50")
   assert result.returncode == 0, result.stderr

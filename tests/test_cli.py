@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from jaxmnist import process, report, train_state
-from tests import agreement, training_outcomes
+from tests import agreement
 from tests.conftest import make_separable
 from tests.test_interpret import assert_accuracy_picture
 
@@ -55,7 +55,7 @@ def test_trains_tiny_data_and_writes_the_run_files(tiny_cli_run):
   assert list(rows[0]) == list(report.METRIC_FIELDS)
   summary = json.loads((run / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["data_verified"] is False
-  training_outcomes.assert_clears("tiny_run", summary)  # the toy set is separable
+  assert summary["epochs_completed"] == 3  # (how well `tiny` learns: tests/test_train.py, in-process)
   assert json.loads((run / "config.json").read_text())["batch_size"] == 32
   # `tiny` trains mlp3 on MNIST('s format): its curves, and the post's line for mlp3.
   assert_accuracy_picture(run / "accuracy.png", rows, None)  # tiny: the post's net, not its recipe
@@ -69,8 +69,7 @@ def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(c
   rows = report.read_metrics_csv(tmp_path / "run" / "metrics.csv")
   assert [r["valid_accuracy"] for r in rows] == [None, None, None]
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert summary["valid_accuracy"] is None
-  training_outcomes.assert_clears("tiny_run", {"test_accuracy": summary["test_accuracy"]})  # it still learns
+  assert summary["valid_accuracy"] is None and summary["status"] == "finished"
   assert_accuracy_picture(tmp_path / "run" / "accuracy.png", rows, None)  # no orange, no post line
   evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())  # the report skips validation
   assert evaluation["validation"] is None
@@ -93,6 +92,9 @@ def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(c
     (("--valid-fraction=-0.1",), "must lie in [0, 1)"),
     (("--valid-fraction=1.5",), "must lie in [0, 1)"),
     (("--init=xavier",), "unknown init 'xavier'"),
+    (("--schedule=warmup",), "unknown schedule 'warmup' (choose one of constant,"),
+    (("--checkpoint-every=-1",), "--checkpoint-every must be a number of epochs >= 0 (0: never), got -1"),
+    (("--keep-checkpoints=0",), "--keep-checkpoints must be at least 1, got 0"),
     # argparse would take these as --data-dir=idx and --epochs=3 without a word.
     (("--data=idx",), "unrecognized arguments: --data=idx"),
     (("--epoch=3",), "unrecognized arguments: --epoch=3"),

@@ -22,7 +22,7 @@ from jaxmnist import (checkpoint, configs, ensemble, models, parallel, programs,
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
 from tests import serving
-from tests.conftest import jaxmnist_cli, make_separable
+from tests.conftest import make_separable
 
 # Float tolerance between a member and its single-seed run: vmapped matmuls may sum in another order.
 RTOL = 1e-5
@@ -203,17 +203,17 @@ def test_serve_answers_with_the_ensemble(ensemble_run):
   assert answer["members"] == 2 and answer["members_agreeing"] == agreeing[0]
 
 
-def test_an_ensemble_resumes_bit_identical(ensemble_run, tiny_ensemble_cli_run, tmp_path):
-  # As if killed after its checkpoint of epoch 1: the later checkpoints and the summary gone.
+def test_an_ensemble_resumes_bit_identical(ensemble_run, tiny_ensemble_cli_run, tmp_path, capsys):
+  # As if killed after its checkpoint of epoch 1: the later checkpoints and the summary gone. Resumed through
+  # the CLI's main in this process (tests/test_checkpoint.py resumes across processes and signals).
   shutil.copytree(ensemble_run, tmp_path / "run")
   (tmp_path / "run" / "summary.json").unlink()
   for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
     shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
   idx_dir = tiny_ensemble_cli_run.idx_dir
-  result = jaxmnist_cli("train", "--resume=run", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-                        "--no-progress", "--no-evaluate", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 0, result.stderr
-  assert "resuming from the checkpoint of epoch 1 of 3" in result.stdout
+  out = _cli(capsys, "train", f"--resume={tmp_path / 'run'}", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
+             "--no-progress", "--no-evaluate")
+  assert "resuming from the checkpoint of epoch 1 of 3" in out
   def without_seconds(run):
     return [{k: v for k, v in line.items() if k != "seconds"} for line in report.read_metrics_csv(run / "metrics.csv")]
   assert without_seconds(tmp_path / "run") == without_seconds(ensemble_run)

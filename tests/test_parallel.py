@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from tests import training_outcomes
 from tests.test_cli import REPO_ROOT
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
@@ -64,7 +63,9 @@ def test_an_ensemble_spreads_its_members_when_they_divide_evenly(eight_device_re
   r = eight_device_report[f"ensemble_of_{members}"]
   assert r["layout"] == layout
   assert r["params_spec"][:1] == spec and r["params_shard_shape"][0] == shard_rows
-  # Each member is its seed's model trained alone on one device (float rounding apart).
+  # The members compared (the first, a middle and the last there is) are their seeds' models trained alone on
+  # one device (float rounding apart).
+  assert r["members_compared"] == [k for k in (0, 2, 7) if k < members]
   assert r["params_max_diff_vs_alone"] < 1e-5 * max(1.0, r["params_max_abs"])
 
 
@@ -92,8 +93,16 @@ def test_cli_trains_on_eight_devices(eight_device_report, eight_devices_folder):
   assert result["returncode"] == 0, result["stderr"]
   assert "devices: 8 x cpu" in result["stdout"]
   summary = json.loads((eight_devices_folder / "tiny" / "summary.json").read_text())
-  assert summary["num_devices"] == 8
-  training_outcomes.assert_clears("tiny_run", summary)
+  assert summary["num_devices"] == 8 and summary["status"] == "finished" and summary["epochs_completed"] == 3
+  # (how well `tiny` learns is tests/test_train.py's to assert, on one device)
+
+
+def test_cli_trains_on_the_devices_num_devices_asks_for(eight_device_report, eight_devices_folder):
+  result = eight_device_report["cli"]["two_of_eight"]
+  assert result["returncode"] == 0, result["stderr"]
+  assert "devices: 2 x cpu" in result["stdout"]
+  summary = json.loads((eight_devices_folder / "two" / "summary.json").read_text())
+  assert summary["num_devices"] == 2 and summary["status"] == "finished"
 
 
 def test_batch_that_does_not_split_over_eight_devices_is_refused(eight_device_report, eight_devices_folder):
@@ -104,34 +113,41 @@ def test_batch_that_does_not_split_over_eight_devices_is_refused(eight_device_re
   assert not (eight_devices_folder / "batch30" / "summary.json").exists()
 
 
-def _free_port() -> int:
+@pytest.fixture
+def held_port():
+  """A loopback port number that stays this test's: a socket bound to it with SO_REUSEPORT and never listening,
+  held open until the test ends. Only another socket that also asks for SO_REUSEPORT, as gRPC's server (jax's
+  coordinator) does, can bind it meanwhile; a port closed again before use could be taken by anything."""
   import socket  # pylint: disable=g-import-not-at-top
 
   with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+    yield s.getsockname()[1]
 
 
-def test_two_processes_train_as_one_job_and_only_process_0_writes(tmp_path, idx_dir):
+def test_two_processes_train_as_one_job_and_only_process_0_writes(tmp_path, idx_dir, held_port):
   """A real multi-host launch on this machine: 2 processes x 2 CPU devices, a coordinator on loopback."""
-  port = _free_port()
-  processes = []
+  processes, logs = [], []
   for rank in (0, 1):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{held_port}", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": str(rank), "JAXMNIST_CACHE_DIR": str(tmp_path / f"cache{rank}"),
            "PYTHONPATH": str(REPO_ROOT)}
-    processes.append(subprocess.Popen(
-        [sys.executable, "-m", "jaxmnist.train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}",
-         "--unverified", f"--workdir=run{rank}", "--no-progress"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outputs = [p.communicate(timeout=300) for p in processes]
+    # Into files, not pipes: a process whose pipe filled while this one waited on the other would stall both.
+    logs.append((tmp_path / f"out{rank}.txt", tmp_path / f"err{rank}.txt"))
+    with open(logs[-1][0], "w") as out, open(logs[-1][1], "w") as err:
+      processes.append(subprocess.Popen(
+          [sys.executable, "-m", "jaxmnist.train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}",
+           "--unverified", f"--workdir=run{rank}", "--no-progress"], cwd=tmp_path, env=env, stdout=out, stderr=err))
+  for p in processes:
+    p.wait(timeout=300)
+  outputs = [(out.read_text(), err.read_text()) for out, err in logs]
   for p, (out, err) in zip(processes, outputs):
     assert p.returncode == 0, err
   assert "devices: 4 x cpu (cpu, 2 process(es))" in outputs[0][0]
   # Process 1 computes but prints nothing of its own (gloo's C++ logs its connections to stdout).
   assert "data:" not in outputs[1][0] and "accuracy" not in outputs[1][0]
   summary = json.loads((tmp_path / "run0" / "summary.json").read_text())
-  assert summary["num_processes"] == 2 and summary["num_devices"] == 4
-  training_outcomes.assert_clears("tiny_run", summary)
+  assert summary["num_processes"] == 2 and summary["num_devices"] == 4 and summary["status"] == "finished"
   assert not (tmp_path / "run1").exists()

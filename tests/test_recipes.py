@@ -61,16 +61,18 @@ def test_cosine_decays_from_the_rate_to_zero():
 @pytest.mark.parametrize("optimizer, momentum, decay", [("sgd", 0.9, 5e-4), ("adam", 0.0, 1e-4),
                                                         ("adamw", 0.0, 1e-2)])
 def test_optimizers_take_finite_descending_steps(optimizer, momentum, decay):
+  # A whole one-cycle run of 20 steps at lr 0.1 on |w|^2 from 5.0: it ended at 0.15 (sgd), 1.06 (adam) and 1.03
+  # (adamw) on 2026-12-03; a step that did not descend, or a schedule that stayed near lr / 25, stays near 5.
   config = dataclasses.replace(PRESETS["mlp3"], optimizer=optimizer, momentum=momentum, nesterov=bool(momentum),
-                               weight_decay=decay, schedule="onecycle")
-  tx = make_optimizer(config, 10)
+                               weight_decay=decay, schedule="onecycle", learning_rate=0.1, epochs=1)
+  tx = make_optimizer(config, 20)
   params = {"w": jnp.array([1.0, -2.0])}
   loss = lambda p: jnp.sum(p["w"] ** 2)
   state = tx.init(params)
   for _ in range(20):
     updates, state = tx.update(jax.grad(loss)(params), state, params)
     params = optax.apply_updates(params, updates)
-  assert float(loss(params)) < 5.0 and bool(jnp.all(jnp.isfinite(params["w"])))
+  assert float(loss(params)) < 2.5 and bool(jnp.all(jnp.isfinite(params["w"])))
 
 
 def test_label_smoothing_matches_hand_computed_value():

@@ -20,17 +20,17 @@ from jaxmnist.errors import DataError
 
 @pytest.fixture
 def closed_port():
-  """A loopback port that nothing listens on: bound once to get a free number, then closed."""
+  """A loopback port that nothing listens on: bound, never listening, so it refuses every connection, and
+  held for the test, so that no other process can take the number meanwhile."""
   with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
     s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+    yield s.getsockname()[1]
 
 
 def test_probe_of_a_closed_port_fails_fast(closed_port):
-  started = time.perf_counter()
-  error = sources.tfds_connect_error("127.0.0.1", closed_port, timeout_s=3.0)
-  assert error is not None and "refused" in error.lower()
-  assert time.perf_counter() - started < 1.0  # refused at once, not after the timeout
+  # A refusal, not the timeout: past its 60 s the probe would say "no answer within 60 s" instead.
+  error = sources.tfds_connect_error("127.0.0.1", closed_port, timeout_s=60.0)
+  assert error is not None and "refused" in error.lower(), error
 
 
 def test_probe_of_a_listening_port_succeeds():
@@ -59,7 +59,7 @@ def silent_port():
 def test_probe_timeout_bounds_the_wait_where_packets_are_dropped(silent_port):
   started = time.perf_counter()
   assert sources.tfds_connect_error("127.0.0.1", silent_port, timeout_s=0.5) == "no answer within 0.5 s"
-  assert time.perf_counter() - started < 1.5
+  assert 0.45 <= time.perf_counter() - started < 10.0  # it waited out the timeout (to the ms), not much longer
 
 
 def test_probe_host_is_the_host_of_tfds_mnist_urls():
@@ -111,7 +111,7 @@ def test_silent_download_host_skips_tfds_after_the_probe_timeout(tfds_wants_to_d
   started = time.perf_counter()
   with pytest.raises(DataError, match=r"is unreachable \(no answer within 0\.5 s\)"):
     sources.read_tfds()
-  assert time.perf_counter() - started < 3.0
+  assert time.perf_counter() - started < 10.0  # the probe's 0.5 s and tfds's imports, not a download's wait
 
 
 @pytest.fixture
