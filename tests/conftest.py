@@ -47,16 +47,6 @@ from jaxmnist import data, idx  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-
-def pytest_ignore_collect(collection_path, config):
-  """tests/test_tfds_prepared.py reads a tfds-prepared MNIST, which takes a TensorFlow venv (1.8 GB) to make: it
-  is collected where JAXMNIST_TFDS_DATA_DIR names one (experiments/tfds_prepared_copy.py, which CI runs, sets
-  it), and elsewhere left out rather than counted as a skip of every user's suite."""
-  del config
-  if collection_path.name == "test_tfds_prepared.py" and not os.environ.get("JAXMNIST_TFDS_DATA_DIR"):
-    return True
-  return None
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
