@@ -193,29 +193,30 @@ def test_bad_requests_are_user_errors(monkeypatch):
     export.export_onnx("linear", variables)
 
 
-@pytest.mark.parametrize("name", ["linear", "cnn"])
-def test_onnx_export_matches_model_apply(name):
-  pytest.importorskip("jax2onnx", reason="the optional extra: pip install 'jaxmnist[onnx]'")
-  ort = pytest.importorskip("onnxruntime", reason="the optional extra: pip install 'jaxmnist[onnx]'")
-  model, variables = model_and_variables(name)
-  session = ort.InferenceSession(export.export_onnx(name, variables), providers=["CPUExecutionProvider"])
+def _onnx_session(ort, onnx_bytes):
+  session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
   (images_in,), (logits_out,) = session.get_inputs(), session.get_outputs()
   assert (images_in.name, images_in.type, images_in.shape) == ("images", "tensor(uint8)", ["B", 28, 28, 1])
   assert (logits_out.name, logits_out.type, logits_out.shape) == ("logits", "tensor(float)", ["B", 10])
-  _assert_mostly_compared([_assert_same_logits(session.run(None, {"images": images})[0],
-                                               expected_logits(model, variables, images))
-                           for images in random_batches().values()])
+  return session
 
 
-def test_onnx_export_of_an_ensemble_gives_its_combined_logits():
+def test_onnx_export_matches_model_apply_and_an_ensembles_combined_logits():
+  # One test for the optional extra: a machine without it skips once, and jax2onnx's plugins import once.
   pytest.importorskip("jax2onnx", reason="the optional extra: pip install 'jaxmnist[onnx]'")
   ort = pytest.importorskip("onnxruntime", reason="the optional extra: pip install 'jaxmnist[onnx]'")
+  for name in ("linear", "cnn"):
+    model, variables = model_and_variables(name)
+    session = _onnx_session(ort, export.export_onnx(name, variables))
+    _assert_mostly_compared([_assert_same_logits(session.run(None, {"images": images})[0],
+                                                 expected_logits(model, variables, images))
+                             for images in random_batches().values()])
   members = [model_and_variables("cnn", seed)[1] for seed in (0, 1)]  # BatchNorm statistics per member
   model = models.build_model("cnn")
   trained = train_state.Trained(run_dir=None, config=dataclasses.replace(PRESETS["cnn"], seeds=(0, 1)), model=model,
-                                variables=jax.tree.map(lambda *leaves: jnp.stack(leaves), *members), epoch=2, checkpoint_line="", data={})
-  onnx_bytes = export.export_onnx(export.run_model(trained, onnx=True), trained.variables)  # `export --onnx`'s
-  session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+                                variables=jax.tree.map(lambda *leaves: jnp.stack(leaves), *members), epoch=2,
+                                checkpoint_line="", data={})
+  session = _onnx_session(ort, export.export_onnx(export.run_model(trained, onnx=True), trained.variables))
   for images in random_batches().values():
     expected = np.log(np.mean([jax.nn.softmax(expected_logits(model, v, images)) for v in members], axis=0))
     np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, rtol=1e-5, atol=ATOL)
