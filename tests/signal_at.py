@@ -28,7 +28,7 @@ def _after_saves(count: int, signum: int) -> None:
     original(self, *args, **kwargs)
     calls.append(1)
     if len(calls) == count:
-      self.wait()
+      self._manager.wait_until_finished()  # the Nth checkpoint complete on disk
       os.kill(os.getpid(), signum)
   checkpoint.Saver.save = save
 
