@@ -88,7 +88,7 @@ class Saver:
   """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end.
 
   A write that fails, now or in the background, raises SaveFailed from the next save or close; the earlier
-  checkpoints stay complete. SaveFailed says it once, so orbax's own report (it has no switch: google/orbax#1951)
+  checkpoints stay complete. SaveFailed says it once, so orbax's own report (it has no switch for it)
   is hidden while the Saver is open, and after a failure for good: tensorstore then completes the other writes
   into the asyncio loop orbax closed, at any later moment, each printing `RuntimeError: Event loop is closed`.
   """
