@@ -162,6 +162,7 @@ def config_problems(config: Config) -> list[str]:
              ("optimizer", config.optimizer, OPTIMIZERS), ("schedule", config.schedule, SCHEDULES),
              ("dataset", config.dataset, datasets.DATASETS))
   problems = [_unknown(what, value, names) for what, value, names in choices if value not in names]
+  augment = augment_problem(config.augment)
   checks = [
       (config.learning_rate > 0 and math.isfinite(config.learning_rate),
        f"the learning rate must be a positive number, got {config.learning_rate}"),
@@ -170,7 +171,7 @@ def config_problems(config: Config) -> list[str]:
        f"the validation fraction must lie in [0, 1) (0: train on all examples), got {config.valid_fraction}"),
       (config.batch_size >= 1,
        f"the batch size must be between 1 and the number of training examples, got {config.batch_size}"),
-      (augment_problem(config.augment) is None, augment_problem(config.augment)),
+      (augment is None, augment),
       (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1,
        f"the Adam betas must lie in [0, 1), got {config.adam_b1} and {config.adam_b2}"),
       (0 <= config.momentum < 1, f"momentum must lie in [0, 1), got {config.momentum}"),

@@ -46,12 +46,7 @@ class Refusal(Exception):
     self.status, self.message = status, message
 
 
-# The model.
-
-def make_forward(trained: train_state.Trained) -> predict.Outputs:
-  """`jaxmnist predict`'s computation, jitted once at start-up: no request compiles."""
-  return predict.outputs_fn(trained)
-
+# The model: `jaxmnist predict`'s computation (predict.outputs_fn), jitted once at start-up.
 
 def sample_drawings() -> list[bytes]:
   """A stroke on a white canvas, as PNG and as JPEG: start-up warms every step of a request with them."""
@@ -236,7 +231,7 @@ def main(args: argparse.Namespace) -> None:
       print(ready_line(health(trained), args.run_dir, time.perf_counter() - start, args.host,
                        listener.getsockname()[1]), flush=True)
 
-    app = build_app(trained, make_forward(trained), page_bytes(), trusted_hosts_for(args.host), announce)
+    app = build_app(trained, predict.outputs_fn(trained), page_bytes(), trusted_hosts_for(args.host), announce)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", server_header=False))
     try:
       server.run(sockets=[listener])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import (checkpoint, configs, ensemble, models, parallel, programs, report, serve, steps, train,
+from jaxmnist import (checkpoint, configs, ensemble, models, parallel, predict, programs, report, serve, steps, train,
                       train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
@@ -196,7 +196,7 @@ def test_export_bakes_every_member_into_one_artifact(ensemble_run, tmp_path, cap
 def test_serve_answers_with_the_ensemble(ensemble_run):
   trained = train_state.load_trained(ensemble_run)
   assert serve.health(trained)["members"] == 2
-  answer = serve.predict_picture(serving.drawing(), serve.make_forward(trained), members=2)
+  answer = serve.predict_picture(serving.drawing(), predict.outputs_fn(trained), members=2)
   from jaxmnist import preprocess  # pylint: disable=g-import-not-at-top
   expected, agreeing = _members_probabilities(trained, preprocess.to_mnist(serving.drawing())[None])
   np.testing.assert_allclose(answer["probabilities"], expected[0], atol=2e-6)

@@ -307,7 +307,7 @@ def test_serve_health_and_answers_name_the_classes(fashion_run):
   status = serve.health(trained)
   assert (status["dataset"], status["dataset_title"], status["class_names"]) == (
       "fashion_mnist", "Fashion-MNIST", list(NAMES))
-  answer = serve.predict_picture(drawing_png(), serve.make_forward(trained), tuple(status["class_names"]))
+  answer = serve.predict_picture(drawing_png(), predict.outputs_fn(trained), tuple(status["class_names"]))
   assert answer["class"] == NAMES[answer["digit"]]
   assert "serving mlp3 on Fashion-MNIST" in serve.ready_line(status, run_dir, 1.0, "127.0.0.1", 8000)
   assert "class_names" in serve.page_bytes().decode()  # the page labels its bars from /api/health

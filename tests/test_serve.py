@@ -204,7 +204,7 @@ def test_urls_to_open():
 
 def test_requests_never_compile(tiny_run):
   # The forward pass compiles once, at start-up; no drawing, first or later, compiles again.
-  forward = serve.make_forward(train_state.load_trained(tiny_run))
+  forward = predict.outputs_fn(train_state.load_trained(tiny_run))
   serve.predict_picture(serving.drawing(), forward)
   events = []
   listener = lambda name, *_, **__: events.append(name) if "/compile/" in name else None
