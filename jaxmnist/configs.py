@@ -10,6 +10,7 @@ Free of jax: the command line lists presets and choices without loading it.
 """
 
 import dataclasses
+import itertools
 import math
 import typing
 
@@ -29,6 +30,9 @@ CHECKPOINT_FIELDS = ("checkpoint_every", "keep_checkpoints")
 # Fields that runs saved before they were retired still hold; reading them back ignores them. "loop" chose a
 # Python loop over one jitted step instead of the scan: the same updates, now always the scan.
 RETIRED_FIELDS = ("loop",)
+# The fields a sweep may list values of (--lr=0.05,0.1): numbers the compiled program takes as arrays, so the
+# members share it (the optimizer's through optax.inject_hyperparams). A schedule's peak is its learning rate.
+SWEEPABLE = ("learning_rate", "weight_decay", "momentum", "label_smoothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,16 +68,42 @@ class Config:
   # An ensemble: one member per seed, all trained in one compiled program (jaxmnist.ensemble). Member k
   # is the model that `seed=seeds[k]` trains alone. Empty: one model, of `seed`.
   seeds: tuple[int, ...] = ()
+  # A sweep: ((field, (value, ...)), ...) of SWEEPABLE fields, one member per value (the grid of several
+  # fields, and of the seeds), in one compiled program. The field itself holds the first value.
+  sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 def config_to_dict(config: Config) -> dict:
-  """The config as config.json and summary.json hold it (the seeds a list, as JSON reads them back)."""
-  return {**dataclasses.asdict(config), "seeds": list(config.seeds)}
+  """The config as config.json and summary.json hold it (the seeds a list, the sweep {field: [values]})."""
+  return {**dataclasses.asdict(config), "seeds": list(config.seeds),
+          "sweep": {name: list(values) for name, values in config.sweep}}
 
 
 def member_configs(config: Config) -> list[Config]:
-  """The single-model config of each member: what `--seed=s` would train alone."""
-  return [dataclasses.replace(config, seed=s, seeds=()) for s in config.seeds or (config.seed,)]
+  """The single-model config of each member: what `--seed=s --lr=v ...` would train alone. A grid: the swept
+  values in the order given (the first field outermost), then the seeds."""
+  names = [name for name, _ in config.sweep]
+  return [dataclasses.replace(config, seed=s, seeds=(), sweep=(), **dict(zip(names, values)))
+          for values in itertools.product(*(values for _, values in config.sweep))
+          for s in config.seeds or (config.seed,)]
+
+
+def num_members(config: Config) -> int:
+  """How many models the run trains at once: 0 for one model (neither --seeds nor a sweep)."""
+  return len(member_configs(config)) if config.seeds or config.sweep else 0
+
+
+def describe_members(config: Config) -> str:
+  """How many members, and why: "6 members (3 values of learning_rate x 2 seeds)"; "" for one model."""
+  parts = [f"{len(values)} values of {name}" for name, values in config.sweep]
+  parts += [f"{len(config.seeds)} seeds"] if config.seeds else []
+  return f"{num_members(config)} members ({' x '.join(parts)})" if parts else ""
+
+
+def member_labels(config: Config) -> list[dict]:
+  """What tells each member apart, for metrics.csv, summary.json and the tables: its seed and swept values."""
+  return [{"member": k, "seed": member.seed, **{name: getattr(member, name) for name, _ in config.sweep}}
+          for k, member in enumerate(member_configs(config))]
 
 
 PRESETS = {
@@ -185,7 +215,25 @@ def config_problems(config: Config) -> list[str]:
        f"train the same model twice), got {','.join(map(str, config.seeds))}"),
   ]
   problems += [message for fine, message in checks if not fine]
-  return problems
+  return problems + sweep_problems(config)
+
+
+def sweep_problems(config: Config) -> list[str]:
+  """What in a sweep cannot train: a field that cannot be swept, a repeated value, no validation split to pick
+  the best member by, and any member's own problem."""
+  if not config.sweep:
+    return []
+  names = [name for name, _ in config.sweep]
+  problems = [f"{name} cannot be swept (only {', '.join(SWEEPABLE)} can)" for name in names if name not in SWEEPABLE]
+  problems += [f"the sweep lists {name} twice" for name in dict.fromkeys(names) if names.count(name) > 1]
+  problems += [f"the sweep of {name} repeats a value (two equal values train the same model twice), got "
+               f"{','.join(map(str, values))}" for name, values in config.sweep if len(set(values)) < len(values)]
+  if config.valid_fraction == 0:
+    problems.append("a sweep needs a validation split to choose its best member honestly (never by test "
+                    "accuracy): give --valid-fraction > 0, e.g. 0.2")
+  if problems:
+    return problems
+  return list(dict.fromkeys(p for member in member_configs(config) for p in config_problems(member)))
 
 
 FLAGS_FIX = "Fix the flags and run again (`python -m jaxmnist.train --help` lists them)."
@@ -206,10 +254,14 @@ def check_batch_fits(config: Config, num_examples: int) -> None:
                     f"got {config.batch_size}. " + FLAGS_FIX)
 
 
-_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _type_problem(name: str, value, kind) -> str | None:
+  if name == "sweep":  # {field: [numbers]}
+    fits = isinstance(value, dict) and all(isinstance(values, list) and values and all(
+        _type_problem("value", v, float) is None for v in values) for values in value.values())
+    return None if fits else f"sweep must map fields to lists of numbers, got {value!r}"
   if typing.get_origin(kind) is tuple:  # seeds: a JSON list of whole numbers
     fits = isinstance(value, list) and all(_type_problem(name, v, int) is None for v in value)
     return None if fits else f"{name} must be a list of whole numbers, got {value!r}"
@@ -217,7 +269,7 @@ def _type_problem(name: str, value, kind) -> str | None:
     fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
   else:
     fits = isinstance(value, kind)
-  return None if fits else f"{name} must be {_TYPE_NAMES[kind]}, got {value!r}"
+  return None if fits else f"{name} must be {TYPE_NAMES[kind]}, got {value!r}"
 
 
 def config_from_dict(fields, where: str) -> Config:
@@ -235,6 +287,8 @@ def config_from_dict(fields, where: str) -> Config:
   problems += [p for name, value in fields.items() if name in known
                for p in [_type_problem(name, value, hints[name])] if p]
   if not problems:
+    if "sweep" in fields:
+      fields = {**fields, "sweep": [(name, tuple(values)) for name, values in fields["sweep"].items()]}
     config = Config(**{name: tuple(value) if isinstance(value, list) else value for name, value in fields.items()})
     problems = config_problems(config)
   if problems:

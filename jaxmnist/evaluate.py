@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist import data, datasets, ensemble, errors, interpret, process, report, runs, train_state
+from jaxmnist import configs, data, datasets, ensemble, errors, interpret, process, report, runs, train_state
 from jaxmnist.programs import place_data
 
 NUM_TOP_LOSSES = 15
@@ -38,17 +38,19 @@ def split_logits(trained: train_state.Trained, mnist: data.Mnist):
 
 def member_report(trained: train_state.Trained, member_logits_KxNxC, ensemble_logits_NxC, labels_N,
                   member_valid) -> dict:
-  """Each member's accuracies, and how often the members disagree on the test set."""
+  """Each member's accuracies, and how often the members disagree on the test set; a sweep's best member by
+  validation (and no ensemble: its members trained with other values)."""
   predictions_KxN = member_logits_KxNxC.argmax(-1)
+  members = [{**label, "test_accuracy": float(np.mean(predictions_KxN[k] == labels_N)),
+              "valid_accuracy": member_valid[k] if member_valid else None}
+             for k, label in enumerate(configs.member_labels(trained.config))]
+  # The share of test images on which not every member names the same class.
+  disagreement = float(np.mean((predictions_KxN != predictions_KxN[:1]).any(0)))
+  if trained.config.sweep:
+    return {"members": members, "disagreement": disagreement, "best_member": report.best_member(members)}
   agreeing_N = ensemble.members_agreeing(member_logits_KxNxC, ensemble_logits_NxC)
-  return {
-      "members": [{"member": k, "seed": seed, "test_accuracy": float(np.mean(predictions_KxN[k] == labels_N)),
-                   "valid_accuracy": member_valid[k] if member_valid else None}
-                  for k, seed in enumerate(trained.seeds)],
-      # The share of test images on which not every member names the same class.
-      "disagreement": float(np.mean((predictions_KxN != predictions_KxN[:1]).any(0))),
-      "members_agreeing_with_ensemble": {str(n): int(np.sum(agreeing_N == n)) for n in range(len(trained.seeds) + 1)},
-  }
+  return {"members": members, "disagreement": disagreement,
+          "members_agreeing_with_ensemble": {str(n): int(np.sum(agreeing_N == n)) for n in range(len(members) + 1)}}
 
 
 def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
@@ -60,10 +62,15 @@ def split_report(logits_NxC, labels_N, class_names=interpret.DIGITS) -> dict:
 
 def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist, test_logits, test: dict,
                  valid: dict | None, members: dict | None = None) -> dict:
-  """confusion.png, top_losses.png, weights.png (linear only) and evaluation.json; returns the last's contents."""
+  """confusion.png, top_losses.png, weights.png (linear only) and evaluation.json; returns the last's contents.
+  A sweep's pictures are its best member's; an ensemble's its own, but for member 0's weights."""
   dataset = datasets.get(trained.config.dataset)
   names = dataset.class_names
-  what = f"ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
+  best = (members or {}).get("best_member")
+  if best is not None:
+    what = f"member {best} of a sweep of {trained.num_members} x {trained.config.model}"
+  else:
+    what = f"ensemble of {trained.num_members} x {trained.config.model}" if members else trained.config.model
   name = f"{what} on {dataset.title}, epoch {trained.epoch}"
   interpret.save_png(run_dir / "confusion.png", interpret.confusion_figure(
       np.asarray(test["confusion"]), names, title=f"{name}: test set, accuracy {test['accuracy']:.4f}"))
@@ -74,9 +81,9 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   files = ["confusion.png", "top_losses.png", "evaluation.json"]
   if trained.config.model == "linear":  # chapter 4's pixel similarity: what each class's weights look for
     kernel = trained.variables["params"]["dense0"]["kernel"]
-    whose = f" of member 0 (seed {trained.seeds[0]})" if trained.seeds else ""
+    whose = f" of member 0 (seed {trained.config.seed})" if members and best is None else ""
     interpret.save_png(run_dir / "weights.png", interpret.weight_templates_figure(
-        kernel[0] if trained.seeds else kernel, names,
+        kernel[best or 0] if members else kernel, names,
         title=f"{name}: weight templates{whose} (red: ink there raises the class)"))
     files.insert(2, "weights.png")
 
@@ -102,11 +109,15 @@ def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logit
   run_dir, dataset = trained.run_dir, datasets.get(trained.config.dataset)
   names = dataset.class_names
   valid, members = None, None
-  if trained.seeds:  # the report is the ensemble's; each member is validated on its own split
+  if trained.num_members:  # an ensemble's report is its own, a sweep's its best member's; each member is
+    # validated on its own split
     member_logits, test_logits = test_logits, np.asarray(ensemble.combine(test_logits))
     member_valid = None if valid_logits is None else [
         float(np.mean(logits.argmax(-1) == labels)) for logits, labels in zip(valid_logits, valid_labels)]
     members = member_report(trained, member_logits, test_logits, mnist.test_labels, member_valid)
+    if "best_member" in members:
+      best = members["best_member"]
+      test_logits, valid = member_logits[best], split_report(valid_logits[best], valid_labels[best], names)
   elif valid_logits is not None:
     valid = split_report(valid_logits, valid_labels, names)
   test = split_report(test_logits, mnist.test_labels, names)
@@ -119,8 +130,13 @@ def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logit
         f"(its checkpoints, metrics.csv and summary.json); each of the report's files is the new one or the one "
         f"before, never half-written. Make room (or make the folder writable), then write the report with "
         f"`jaxmnist evaluate {run_dir}`.") from e
-  if members:
-    say(f"evaluation of an ensemble of {len(trained.seeds)} x {trained.config.model} on {dataset.title} "
+  if members and "best_member" in members:
+    say(f"evaluation of a sweep of {trained.num_members} x {trained.config.model} on {dataset.title} "
+        f"({trained.checkpoint_line}):")
+    say("\n".join(report.sweep_table({**members, "config": configs.config_to_dict(trained.config),
+                                      "epochs_completed": trained.epoch}, with_test=True)))
+  elif members:
+    say(f"evaluation of an ensemble of {trained.num_members} x {trained.config.model} on {dataset.title} "
         f"({trained.checkpoint_line}):")
     for m in members["members"]:
       say(f"  member {m['member']} (seed {m['seed']}): test accuracy {m['test_accuracy']:.4f}, validation "

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from jaxmnist import ensemble, errors, models, report, steps, train_state
+from jaxmnist import ensemble, errors, models, report, runs, steps, train_state
 from jaxmnist.configs import IMAGE_SHAPE
 
 # One file for every backend: lowering for all three costs a few hundred bytes and nothing at run time.
@@ -98,7 +98,7 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
 def run_model(trained: train_state.Trained, onnx: bool = False) -> ModelSpec:
   """What a run exports: its model, or a function of every member that returns the ensemble's logits (for
   ONNX the members are applied one by one: jax2onnx's BatchNorm cannot be vmapped)."""
-  if not trained.seeds:
+  if not trained.num_members:
     return trained.config.model
   return ensemble.ensemble_apply(models.build_model(trained.config.model, conv_impl="xla").apply, unrolled=onnx)
 
@@ -108,8 +108,9 @@ def main(args) -> None:
   out = Path(args.out) if args.out else Path(args.run_dir) / "model.jaxexport"
   if not out.parent.is_dir():  # said before the restore
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
-  trained = train_state.load_trained(args.run_dir)
-  what = f"an ensemble of {len(trained.seeds)} x {trained.config.model}" if trained.seeds else trained.config.model
+  trained = train_state.load_trained(args.run_dir, member=runs.chosen_member(args.run_dir, runs.read_config(
+      args.run_dir), args.member))
+  what = f"an ensemble of {trained.num_members} x {trained.config.model}" if trained.num_members else trained.config.model
   size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
   print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
         f"uint8 [B,28,28,1] -> float32 logits [B,10], for {', '.join(DEFAULT_PLATFORMS)}")

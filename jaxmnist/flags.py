@@ -24,6 +24,8 @@ class ArgumentParser(argparse.ArgumentParser):
     super().__init__(allow_abbrev=False, **kwargs)
 
   def error(self, message):
+    if "invalid" in message and "," in message:  # argparse's "argument --epochs: invalid int value: '10,20'"
+      message += f": a list, and this setting cannot be swept ({ONLY_SWEEPS})"
     raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
 
 
@@ -55,10 +57,27 @@ def seeds_from_flag(text: str) -> tuple[int, ...]:
   return tuple(range(numbers[0]))
 
 
+SWEEP_FLAGS = "--lr, --weight-decay, --momentum and --label-smoothing"
+ONLY_SWEEPS = f"only {SWEEP_FLAGS} take comma lists (a sweep: one member per value), and --seeds a list of seeds"
+
+
+def values_from_flag(text: str) -> float | tuple[float, ...]:
+  """--lr=0.1 -> 0.1; --lr=0.05,0.1 -> (0.05, 0.1): a sweep, one member per value."""
+  try:
+    values = tuple(float(part) for part in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor a comma list of numbers (a sweep, "
+                                     f"e.g. 0.05,0.1,0.2)") from None
+  return values if len(values) > 1 else values[0]
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
-  parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="SGD learning rate")
+  parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=values_from_flag, metavar="LR[,LR...]",
+                      help="learning rate (a schedule's peak); a comma list sweeps it, as do the lists of "
+                      f"{SWEEP_FLAGS.split(', ', 1)[1]}: one member per value (the grid of several), in one "
+                      "compiled program, the best chosen by validation")
   parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
   parser.add_argument("--valid-fraction", type=float, help="share of the 60k held out (the post: 0.2)")
   parser.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffling")
@@ -67,12 +86,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       "is the model --seed=k trains alone")
   parser.add_argument("--init", help="torch (PyTorch nn.Linear's default, the preset) or flax")
   parser.add_argument("--optimizer", help=f"one of {', '.join(configs.OPTIMIZERS)} (the post: sgd)")
-  parser.add_argument("--momentum", type=float, help="SGD momentum (the post: 0)")
+  parser.add_argument("--momentum", type=values_from_flag, help="SGD momentum (the post: 0)")
   parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
   parser.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(configs.SCHEDULES)} (the post: "
                       "constant)")
-  parser.add_argument("--weight-decay", type=float, help="weight decay (the post: 0)")
-  parser.add_argument("--label-smoothing", type=float, help="label smoothing (the post: 0)")
+  parser.add_argument("--weight-decay", type=values_from_flag, help="weight decay (the post: 0)")
+  parser.add_argument("--label-smoothing", type=values_from_flag, help="label smoothing (the post: 0)")
   parser.add_argument("--augment", help=f"on-device augmentation: {', '.join(configs.AUGMENTATIONS)}, or several "
                       "joined by '+', applied in that order (e.g. flip+shift+erase)")
   parser.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N epochs (also at the end "
@@ -95,6 +114,13 @@ def _with_run_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   return parser
 
 
+def _with_member(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  parser.add_argument("--member", metavar="best|K", help="which member of an ensemble or a sweep to use: best (by "
+                      "validation accuracy; a sweep's default) or its index K (default for --seeds alone: the "
+                      "ensemble of all)")
+  return parser
+
+
 def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
   """The `jaxmnist` command's parser: one subcommand each for train, evaluate, predict, export and serve."""
   parser = ArgumentParser(prog=prog, description="Train, evaluate, use and export MNIST models.")
@@ -105,17 +131,17 @@ def build_parser(prog: str = "jaxmnist") -> argparse.ArgumentParser:
 
   add_data_arguments(_with_run_dir(commands.add_parser("evaluate", help="write a run's evaluation report")))
 
-  predict = _with_run_dir(commands.add_parser("predict", help="classify images of your own (PNG, JPEG, ...)"))
+  predict = _with_member(_with_run_dir(commands.add_parser("predict", help="classify images of your own (PNG, JPEG)")))
   predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files, one digit each")
   predict.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-  export = _with_run_dir(commands.add_parser("export", help="write the model as a jax.export artifact"))
+  export = _with_member(_with_run_dir(commands.add_parser("export", help="write the model as a jax.export artifact")))
   export.add_argument("--out", help="where to write it (default RUN_DIR/model.jaxexport)")
   export.add_argument("--onnx", action="store_true", help="also write an ONNX model beside it (needs "
                       "pip install 'jaxmnist[onnx]')")
 
-  serve = _with_run_dir(commands.add_parser("serve", help="a page to draw digits on, and the model reading them "
-                                            "(needs pip install 'jaxmnist[serve]')"))
+  serve = _with_member(_with_run_dir(commands.add_parser(
+      "serve", help="a page to draw digits on, and the model reading them (needs pip install 'jaxmnist[serve]')")))
   serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
                      "machine only; 0.0.0.0 lets others on the network in)")
   serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any free port)")
@@ -146,10 +172,22 @@ def _given(args: argparse.Namespace) -> dict:
           if field.name != "model" and getattr(args, field.name, None) is not None}
 
 
+def _with_sweep(args: argparse.Namespace) -> dict:
+  """The fields the flags set, those given as lists becoming the sweep (the field holds its first value)."""
+  given = _given(args)
+  listed = [f"{_flag(name)}={value}" for name, value in {**given, "model": args.model}.items()
+            if isinstance(value, str) and "," in value]
+  if listed:
+    raise UserError(f"{'; '.join(listed)}: a list, and only numbers can be swept: {ONLY_SWEEPS}. Models, "
+                    f"optimizers and schedules each train in a run of their own. {configs.FLAGS_FIX}")
+  sweep = tuple((name, value) for name, value in given.items() if isinstance(value, tuple) and name != "seeds")
+  return {**given, **{name: values[0] for name, values in sweep}, **({"sweep": sweep} if sweep else {})}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
   if args.resume:
     return resumed_config(args)
-  given = _given(args)
+  given = _with_sweep(args)
   if "seeds" in given:
     if "seed" in given:
       raise UserError(f"--seed={args.seed} and --seeds={','.join(map(str, args.seeds))} both say which seeds to "
@@ -162,7 +200,7 @@ def resumed_config(args: argparse.Namespace) -> Config:
   """The config of the run in args.resume: flags may repeat it, or change only how it checkpoints."""
   run_dir = Path(args.resume)
   saved = runs.read_config(run_dir)
-  given = _given(args)
+  given = _with_sweep(args)
   contradictions = [f"{_flag(name)}={value} (the run has {getattr(saved, name)})" for name, value in given.items()
                     if name not in configs.CHECKPOINT_FIELDS and value != getattr(saved, name)]
   if args.model is not None and _preset(args.model).model != saved.model:

@@ -9,6 +9,8 @@ The post's presets get plain `optax.sgd(lr)`, torch.optim.SGD's update without m
 the recipes beyond the post add Adam(W), momentum, weight decay and one-cycle or cosine schedules.
 """
 
+import dataclasses
+
 import jax.numpy as jnp
 import optax
 
@@ -44,29 +46,59 @@ def torch_onecycle_schedule(total_steps: int, peak_value: float, pct_start: floa
   return schedule
 
 
-def learning_rate_schedule(config: Config, total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(config: Config, total_steps: int, peak=None) -> optax.Schedule:
+  """config.schedule's rate, peaking at `peak` (default config.learning_rate; an array for a sweep's member)."""
+  peak = config.learning_rate if peak is None else peak
   if config.schedule == "onecycle_torch":
-    return torch_onecycle_schedule(total_steps, config.learning_rate)
+    return torch_onecycle_schedule(total_steps, peak)
   if config.schedule == "onecycle":
     # fastai's fit_one_cycle defaults: warm up over the first 25% from lr/25, anneal to lr/1e5.
-    return optax.cosine_onecycle_schedule(total_steps, config.learning_rate, pct_start=0.25,
-                                          div_factor=25.0, final_div_factor=1e5)
+    return optax.cosine_onecycle_schedule(total_steps, peak, pct_start=0.25, div_factor=25.0, final_div_factor=1e5)
   if config.schedule == "cosine":
-    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
-  return optax.constant_schedule(config.learning_rate)
+    return optax.cosine_decay_schedule(peak, total_steps)
+  return optax.constant_schedule(peak)
+
+
+def _optimizer(config: Config, steps_per_epoch_: int, values: dict) -> optax.GradientTransformation:
+  """config's optimizer, with the numbers in `values` (a sweep member's arrays) in place of config's. Which
+  transformations it chains depends on config alone, so every member of a sweep has the same state."""
+  lr, momentum, weight_decay = (values.get(name, getattr(config, name))
+                                for name in ("learning_rate", "momentum", "weight_decay"))
+  if config.schedule == "constant" and config.optimizer == "sgd" and not config.momentum:
+    rate = lr  # a float, exactly the post's optimizer
+  else:
+    rate = learning_rate_schedule(config, config.epochs * steps_per_epoch_, lr)
+  betas = {"b1": config.adam_b1, "b2": config.adam_b2}
+  if config.optimizer == "adamw":
+    return optax.adamw(rate, weight_decay=weight_decay, **betas)
+  if config.optimizer == "adam":
+    core = optax.adam(rate, **betas)
+  else:
+    core = optax.sgd(rate, momentum=momentum if config.momentum else None, nesterov=config.nesterov)
+  return optax.chain(optax.add_decayed_weights(weight_decay), core) if config.weight_decay else core
 
 
 def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTransformation:
-  """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay."""
-  if config.schedule == "constant" and config.optimizer == "sgd" and not config.momentum:
-    lr = config.learning_rate  # a float, exactly the post's optimizer
-  else:
-    lr = learning_rate_schedule(config, config.epochs * steps_per_epoch_)
-  betas = {"b1": config.adam_b1, "b2": config.adam_b2}
-  if config.optimizer == "adamw":
-    return optax.adamw(lr, weight_decay=config.weight_decay, **betas)
-  if config.optimizer == "adam":
-    core = optax.adam(lr, **betas)
-  else:
-    core = optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov)
-  return optax.chain(optax.add_decayed_weights(config.weight_decay), core) if config.weight_decay else core
+  """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay.
+
+  A sweep's optimizer is optax.inject_hyperparams of the same: its swept numbers are arrays in the optimizer
+  state (`with_member_values` sets a member's), so the members share one compiled program. Its structure is
+  that of the sweep's largest values: momentum or weight decay 0 in one member, and not in another, is the same
+  update as none (a trace decayed by 0, a decay of 0).
+  """
+  swept = [name for name, _ in config.sweep if name in OPTIMIZER_FIELDS]
+  if not swept:
+    return _optimizer(config, steps_per_epoch_, {})
+  largest = dataclasses.replace(config, **{name: max(values) for name, values in config.sweep})
+  return optax.inject_hyperparams(lambda **values: _optimizer(largest, steps_per_epoch_, values))(
+      **{name: getattr(config, name) for name in swept})
+
+
+OPTIMIZER_FIELDS = ("learning_rate", "momentum", "weight_decay")  # the swept ones the optimizer reads
+
+
+def with_values(opt_state, values: dict):
+  """A sweep member's optimizer state: its own swept numbers (OPTIMIZER_FIELDS' in `values`) in place of the
+  first member's; the state as it is where nothing the optimizer reads is swept."""
+  mine = {name: value for name, value in values.items() if name in OPTIMIZER_FIELDS}
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, **mine}) if mine else opt_state

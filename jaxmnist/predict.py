@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax import export
 
-from jaxmnist import datasets, ensemble, interpret, preprocess, process, report, runs
+from jaxmnist import configs, datasets, ensemble, interpret, preprocess, process, report, runs
 from jaxmnist.checkpoint import CHECKPOINT_DIR
 from jaxmnist.configs import IMAGE_SHAPE
 
@@ -43,8 +43,9 @@ class Cached(NamedTuple):
   outputs: Outputs
 
 
-def checkpoint_key(run_dir) -> dict | None:
-  """What a cache must have been built from to answer for the run now; None when it has no checkpoint."""
+def checkpoint_key(run_dir, member: int | None = None) -> dict | None:
+  """What a cache must have been built from to answer for the run (or its `member`) now; None when it has no
+  checkpoint."""
   run_dir = Path(run_dir)
   try:
     # orbax names a checkpoint by its epoch once it is whole (one being written has a temporary name).
@@ -59,13 +60,13 @@ def checkpoint_key(run_dir) -> dict | None:
     return None
   return {"format": CACHE_FORMAT, "epoch": int(newest.name), "checkpoint": [folder.st_ino, folder.st_ctime_ns],
           "checkpoint_files": hashlib.sha256(files.encode()).hexdigest(),
-          "config_sha256": hashlib.sha256(config).hexdigest(), "jax": jax.__version__,
+          "config_sha256": hashlib.sha256(config).hexdigest(), "member": member, "jax": jax.__version__,
           "platform": export.default_export_platform()}
 
 
-def read_cache(run_dir) -> Cached | None:
+def read_cache(run_dir, member: int | None = None) -> Cached | None:
   """The cached outputs of the run's newest checkpoint; None when there is no cache that fits it intact."""
-  key = checkpoint_key(run_dir)
+  key = checkpoint_key(run_dir, member)
   try:
     header_line, _, payload = (Path(run_dir) / INFERENCE_CACHE).read_bytes().partition(b"\n")
     header = json.loads(header_line)
@@ -108,7 +109,7 @@ def _outputs_of(trained):
 
   def outputs_of(variables, images):
     inputs = steps.images_to_inputs(images)
-    if not trained.seeds:
+    if not trained.num_members:
       return jax.nn.softmax(trained.apply(variables, inputs, train=False)), None
     member_logits = ensemble.member_logits(trained.model.apply, variables, inputs)
     logits = ensemble.combine(member_logits)  # = trained.apply(variables, inputs), members computed once
@@ -124,17 +125,17 @@ def outputs_fn(trained):
   return lambda images_NxHxWxC: jax.device_get(jitted(trained.variables, images_NxHxWxC))
 
 
-def newest_outputs(run_dir: Path) -> Cached:
-  """The outputs of the run's newest intact checkpoint: from the cache when it fits that checkpoint, else
-  restored and then cached for the next call."""
-  cached = read_cache(run_dir)
+def newest_outputs(run_dir: Path, member: int | None = None) -> Cached:
+  """The outputs of the run's newest intact checkpoint (of its `member`, runs.chosen_member): from the cache when
+  it fits that checkpoint, else restored and then cached for the next call."""
+  cached = read_cache(run_dir, member)
   if cached is not None:
     return cached
   from jaxmnist import train_state  # pylint: disable=g-import-not-at-top  (flax, optax, orbax: 1-2 s of imports)
 
   # The key before the restore: a checkpoint that lands meanwhile makes the cache stale, never wrong.
-  key = checkpoint_key(run_dir)
-  trained = train_state.load_trained(run_dir)
+  key = checkpoint_key(run_dir, member)
+  trained = train_state.load_trained(run_dir, member=member)
   host_variables = jax.device_get(trained.variables)  # baked in as constants, tied to no device
   write_cache(run_dir, key, functools.partial(_outputs_of(trained), host_variables), trained.epoch)
   return Cached(trained.epoch, outputs_fn(trained))
@@ -160,14 +161,16 @@ def main(args: argparse.Namespace) -> None:
   images = preprocess.to_mnist_batch(args.images)  # every bad image is named before the model loads
   process.open_caches()
   config = runs.read_config(args.run_dir)
-  newest = newest_outputs(Path(args.run_dir))
+  member = runs.chosen_member(args.run_dir, config, args.member)
+  newest = newest_outputs(Path(args.run_dir), member)
+  members = 0 if member is not None else configs.num_members(config)
   names = datasets.get(config.dataset).class_names
   probabilities_NxC, agreeing_N = newest.outputs(images)
   agreeing_N = [None] * len(images) if agreeing_N is None else agreeing_N
-  results = [describe(path, p, names, agree, len(config.seeds))
+  results = [describe(path, p, names, agree, members)
              for path, p, agree in zip(args.images, probabilities_NxC, agreeing_N)]
   if args.json:
-    print(json.dumps({"run_dir": str(args.run_dir), "model": config.model, "members": len(config.seeds),
+    print(json.dumps({"run_dir": str(args.run_dir), "model": config.model, "members": members, "member": member,
                       "dataset": config.dataset, "class_names": list(names),
                       "checkpoint_epoch": newest.epoch, "predictions": results}, indent=1))
   else:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from jaxmnist import augment, data, ensemble, parallel, steps
+from jaxmnist import augment, configs, data, ensemble, optimizer as optimizers, parallel, steps
 from jaxmnist.configs import IMAGE_SHAPE, Config
 
 
@@ -46,7 +46,7 @@ class Layout:
 
   @classmethod
   def of(cls, config: Config, mesh: Mesh) -> "Layout":
-    members = len(config.seeds)
+    members = configs.num_members(config)
     spreads = bool(members) and mesh.size > 1 and members % mesh.size == 0
     at_once = 1 if members and not spreads and jax.default_backend() == "cpu" else None
     per_member = -(-config.eval_batch_size // (members if members and at_once is None else 1))
@@ -109,49 +109,55 @@ class Programs:
   def __init__(self, config: Config, model, optimizer, mesh: Mesh):
     self.config, self.model, self.optimizer = config, model, optimizer
     self.layout = layout = Layout.of(config, mesh)
+    members = configs.member_configs(config) if layout.num_members else []
     # The seed is an argument, not a constant in the program: every seed of a config shares one compiled
-    # epoch, and XLA's persistent cache serves it to the next process.
-    self.seed = jnp.asarray(config.seeds or config.seed)
+    # epoch, and XLA's persistent cache serves it to the next process. So are a sweep's values, [K] each.
+    self.seed = jnp.asarray([m.seed for m in members] or config.seed)
+    self.values = {name: jnp.asarray([getattr(m, name) for m in members], jnp.float32) for name, _ in config.sweep}
     train_epoch = partial(steps.train_epoch, batch_size=config.batch_size, apply_fn=model.apply, optimizer=optimizer,
                           sharding=layout.batch_sharding, label_smoothing=config.label_smoothing,
                           augment=augment.build_augment(config.augment))
 
-    def one_epoch(state, images, labels, indices, epoch, seed):
-      return train_epoch(state, images, labels, indices, steps.epoch_key(seed, epoch))
-    self._epoch = jax.jit(layout.members(one_epoch, (0, None, None, 0, None, 0)), donate_argnums=0)
+    def one_epoch(state, images, labels, indices, epoch, seed, values):
+      smoothing = {"label_smoothing": values["label_smoothing"]} if "label_smoothing" in values else {}
+      return train_epoch(state, images, labels, indices, steps.epoch_key(seed, epoch), **smoothing)
+    self._epoch = jax.jit(layout.members(one_epoch, (0, None, None, 0, None, 0, 0)), donate_argnums=0)
     logits = partial(steps.eval_logits, batch_size=layout.eval_batch_size, apply_fn=model.apply,
                      sharding=layout.batch_sharding)
     # Replicated out: every process of a multi-host job reads the logits it counts.
     self._logits = jax.jit(layout.members(logits, (0, None, 0)), out_shardings=parallel.replicated(mesh))
 
   def _init_fn(self):
-    """`init(keys)`: one state from its key, or an ensemble's stacked, each member's exactly as alone
-    (jax.random draws the same numbers under vmap)."""
-    def init(key):
-      return steps.create_train_state(self.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)), self.optimizer)
-    return jax.vmap(init) if self.config.seeds else init
+    """`init(keys, values)`: one state from its key, or the members' stacked, each exactly as alone (jax.random
+    draws the same numbers under vmap), a sweep member's with its own values in the optimizer state."""
+    def init(key, values):
+      variables = self.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))
+      state = steps.create_train_state(variables, self.optimizer)
+      return state._replace(opt_state=optimizers.with_values(state.opt_state, values))
+    return jax.vmap(init) if self.layout.num_members else init
 
   def _init_keys(self) -> jax.Array:
-    keys = [steps.init_key(seed) for seed in self.config.seeds or (self.config.seed,)]
-    return jnp.stack(keys) if self.config.seeds else keys[0]
+    keys = [steps.init_key(seed) for seed in np.atleast_1d(np.asarray(self.seed))]
+    return jnp.stack(keys) if self.layout.num_members else keys[0]
 
   def init(self) -> steps.TrainState:
     """Parameters and optimizer state, created on the mesh in one jit (eager init would compile every
     initialiser op on its own: ~0.8 s of start-up)."""
     options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
     return jax.jit(self._init_fn(), out_shardings=self.layout.state_sharding,
-                   compiler_options=options)(self._init_keys())
+                   compiler_options=options)(self._init_keys(), self.values)
 
   def abstract_state(self):
     """The TrainState's shapes and dtypes, placed as `init` places them: what a checkpoint restores onto."""
-    shapes = jax.eval_shape(self._init_fn(), self._init_keys())
+    shapes = jax.eval_shape(self._init_fn(), self._init_keys(), self.values)
     sharding = self.layout.state_sharding
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
   def train_epoch(self, state, images, labels, train_indices, epoch, seed=None):
     """One epoch: `(state, sums)`, sums of loss, correct and count ([K] each for an ensemble). The state is
     donated. `seed` runs the same program for another seed (benchmarks over seeds compile once)."""
-    return self._epoch(state, images, labels, train_indices, epoch, self.seed if seed is None else seed)
+    return self._epoch(state, images, labels, train_indices, epoch, self.seed if seed is None else seed,
+                       self.values)
 
   def logits(self, variables, images_NxHxWxC, indices_M) -> jax.Array:
     """Eval-mode logits [M, C] of the examples `indices_M`; an ensemble's [K, M, C] from indices [K, M]."""
@@ -166,15 +172,15 @@ def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
   every member's); with the members spread over the devices, every device holds all the images and its
   members' indices.
   """
-  splits = [data.split_train_valid(len(mnist.train_labels), config.valid_fraction, seed)
-            for seed in (config.seeds or (config.seed,))]
+  splits = [data.split_train_valid(len(mnist.train_labels), config.valid_fraction, member.seed)
+            for member in configs.member_configs(config)]
   test_indices = np.arange(len(mnist.test_labels), dtype=np.int32)
   place_examples, place_indices = parallel.shard_dataset, parallel.replicate
-  if not config.seeds:
+  if not configs.num_members(config):
     (train_indices, valid_indices), = splits
   else:
     train_indices, valid_indices = (np.stack(indices) for indices in zip(*splits))
-    test_indices = np.stack([test_indices] * len(config.seeds))
+    test_indices = np.stack([test_indices] * len(splits))
     if Layout.of(config, mesh).spreads_members:
       place_examples, place_indices = parallel.replicate, parallel.shard_members
   return {

@@ -14,22 +14,22 @@ import numpy as np
 from jaxmnist.configs import PostResult, config_to_dict
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_accuracy", "seconds")
-# An ensemble's metrics.csv: a line per member per epoch (the epoch's seconds are the members' together).
-MEMBER_FIELDS = ("member", "seed", "train_loss", "train_accuracy", "valid_accuracy")
-ENSEMBLE_METRIC_FIELDS = ("epoch", *MEMBER_FIELDS, "seconds")
+# Many members' metrics.csv: a line per member per epoch (the epoch's seconds are the members' together), with
+# the member's label (configs.member_labels: its index, seed and swept values) before these.
+MEMBER_METRICS = ("train_loss", "train_accuracy", "valid_accuracy")
 
 
-def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float, seeds=()) -> dict:
-  """metrics.csv's row of an epoch, from the epoch's sums on the host. An ensemble's row holds the members'
-  means, and each member's own metrics under "members"."""
-  if seeds:
-    members = [{"member": k, "seed": seed, **epoch_row(epoch, {name: sum_[k] for name, sum_ in sums.items()},
-                                                       valid_correct[k] if num_valid else None, num_valid, seconds)}
-               for k, seed in enumerate(seeds)]
+def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: float, labels=()) -> dict:
+  """metrics.csv's row of an epoch, from the epoch's sums on the host. Many members' row holds their means,
+  and under "members" each one's label (configs.member_labels) and own metrics."""
+  if labels:
+    members = [{**label, **{name: row[name] for name in MEMBER_METRICS}} for k, label in enumerate(labels)
+               for row in [epoch_row(epoch, {name: sum_[k] for name, sum_ in sums.items()},
+                                     valid_correct[k] if num_valid else None, num_valid, seconds)]]
     def mean(name):
       return None if num_valid == 0 and name == "valid_accuracy" else float(np.mean([m[name] for m in members]))
-    return {"epoch": epoch, **{name: mean(name) for name in ("train_loss", "train_accuracy", "valid_accuracy")},
-            "seconds": round(seconds, 4), "members": [{name: m[name] for name in MEMBER_FIELDS} for m in members]}
+    return {"epoch": epoch, **{name: mean(name) for name in MEMBER_METRICS}, "seconds": round(seconds, 4),
+            "members": members}
   return {
       "epoch": epoch,
       "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
@@ -39,13 +39,23 @@ def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: fl
   }
 
 
-def test_accuracies(rows: list, member_correct, ensemble_correct, num_test: int) -> dict:
+def best_member(members: list[dict]) -> int:
+  """The member of the highest validation accuracy (the first of a tie): a sweep's choice, never by test."""
+  return max(range(len(members)), key=lambda k: (members[k]["valid_accuracy"], -k))
+
+
+def test_accuracies(rows: list, member_correct, ensemble_correct, num_test: int, sweep: bool = False) -> dict:
   """summary.json's test accuracy; an ensemble's also each member's, their mean and sample std. An ensemble has
-  no validation split of its own (each member holds out one the others trained on): valid_accuracy is the mean."""
-  if ensemble_correct is None:
+  no validation split of its own (each member holds out one the others trained on): valid_accuracy is the mean.
+  A sweep's are those of its best member by validation (its members trained with other values are no ensemble)."""
+  if ensemble_correct is None and not sweep:
     return {"test_accuracy": int(member_correct) / num_test}
   members = [{**m, "test_accuracy": int(correct) / num_test}
              for m, correct in zip(rows[-1]["members"], member_correct)]
+  if sweep:
+    best = best_member(members)
+    return {"members": members, "best_member": best, "valid_accuracy": members[best]["valid_accuracy"],
+            "test_accuracy": members[best]["test_accuracy"]}
   def spread(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
   valid = [m["valid_accuracy"] for m in members if m["valid_accuracy"] is not None]
@@ -96,11 +106,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
-  """A line per epoch; an ensemble's, a line per member of each epoch."""
+  """A line per epoch; many members', a line per member of each epoch."""
   ensemble = bool(rows) and "members" in rows[0]
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=ENSEMBLE_METRIC_FIELDS if ensemble else METRIC_FIELDS,
-                          lineterminator="\n")
+  fields = ("epoch", *rows[0]["members"][0], "seconds") if ensemble else METRIC_FIELDS
+  writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
   writer.writeheader()
   writer.writerows([{"epoch": row["epoch"], **member, "seconds": row["seconds"]} for row in rows
                     for member in row["members"]] if ensemble else rows)
@@ -131,12 +141,16 @@ def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
   mean = f"mean of {len(members)} members, " if members else ""
   key, split, color = ("valid_accuracy", "validation", "tab:orange") if has_valid else ("train_accuracy", "train",
                                                                                        "tab:blue")
-  for k in range(len(members)):  # thin lines under the means: how far the seeds spread
-    ax.plot(epochs, [r["members"][k][key] for r in rows], color=color, alpha=0.35,
-            linewidth=0.8, label=f"each member's {split}" if k == 0 else None, **style)
-  ax.plot(epochs, [r["train_accuracy"] for r in rows], color="tab:blue",
-          label=f"train ({mean}running, during the epoch)", **style)
-  if has_valid:
+  swept = swept_fields(members)
+  if swept:  # a line per value: means over members of other values would mean nothing
+    _plot_sweep(ax, rows, epochs, key, split, swept, style)
+  else:
+    for k in range(len(members)):  # thin lines under the means: how far the seeds spread
+      ax.plot(epochs, [r["members"][k][key] for r in rows], color=color, alpha=0.35,
+              linewidth=0.8, label=f"each member's {split}" if k == 0 else None, **style)
+    ax.plot(epochs, [r["train_accuracy"] for r in rows], color="tab:blue",
+            label=f"train ({mean}running, during the epoch)", **style)
+  if has_valid and not swept:
     ax.plot(epochs, [r["valid_accuracy"] for r in rows], color="tab:orange",
             label=f"validation ({mean}each on its own split)" if members else "validation", **style)
   if post is not None:
@@ -148,6 +162,44 @@ def accuracy_figure(rows: list[dict], title: str, post: PostResult | None):
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
   return fig
+
+
+def swept_fields(members: list[dict]) -> list[str]:
+  """The swept fields a member's label names (configs.member_labels): [] for seeds alone or one model."""
+  return [name for name in (members[0] if members else ())
+          if name not in ("member", "seed", "test_accuracy", *MEMBER_METRICS)]
+
+
+def _values(member: dict, swept) -> str:
+  return ", ".join(f"{name} {member[name]:g}" for name in swept)
+
+
+def _plot_sweep(ax, rows, epochs, key: str, split: str, swept, style) -> None:
+  """A line per swept value: its seeds' mean, in a band from their lowest to their highest where there are seeds."""
+  groups = {}
+  for k, member in enumerate(rows[0]["members"]):
+    groups.setdefault(_values(member, swept), []).append(k)
+  for label, ks in groups.items():
+    values = np.array([[r["members"][k][key] for k in ks] for r in rows])  # [epochs, seeds]
+    line, = ax.plot(epochs, values.mean(1), label=f"{split}, {label}" + (f" ({len(ks)} seeds)" if len(ks) > 1 else ""),
+                    **style)
+    if len(ks) > 1:
+      ax.fill_between(epochs, values.min(1), values.max(1), color=line.get_color(), alpha=0.2)
+
+
+def sweep_table(summary: dict, with_test: bool = False) -> list[str]:
+  """A sweep's members sorted by validation accuracy, best first (never by test: `with_test` shows it beside)."""
+  members, best = summary["members"], summary["best_member"]
+  swept = swept_fields(members)
+  lines = [f"sweep of {len(members)} x {summary['config']['model']} after {summary['epochs_completed']} epochs, "
+           f"sorted by validation accuracy (the best, member {best}, is what predict, serve and export use):",
+           "  member  seed  " + "  ".join(f"{name:>15}" for name in swept) + "  validation" + ("    test" if with_test
+                                                                                                else "")]
+  for m in sorted(members, key=lambda m: (-m["valid_accuracy"], m["member"])):
+    test = f"  {m['test_accuracy']:.4f}" if with_test else ""
+    lines.append(f"  {m['member']:>6}  {m['seed']:>4}  " + "  ".join(f"{m[name]:>15g}" for name in swept)
+                 + f"      {m['valid_accuracy']:.4f}{test}" + ("   <- best" if m["member"] == best else ""))
+  return lines
 
 
 def plot_accuracy(path: Path, rows: list[dict], title: str, post: PostResult | None) -> None:
@@ -176,6 +228,8 @@ def _ensemble_lines(summary: dict, post: PostResult | None) -> list[str]:
 
 def comparison_lines(summary: dict, post: PostResult | None) -> list[str]:
   """The closing lines: jaxmnist's accuracies beside the post's PyTorch numbers."""
+  if "best_member" in summary:
+    return sweep_table(summary)
   if "members" in summary:
     return _ensemble_lines(summary, post)
   valid, test = summary["valid_accuracy"], summary["test_accuracy"]

@@ -12,7 +12,7 @@ import datetime
 import json
 from pathlib import Path
 
-from jaxmnist import configs, datasets
+from jaxmnist import configs, datasets, report
 from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 
@@ -22,7 +22,7 @@ RUN_FILES = ("config.json", "metrics.csv", "summary.json", "accuracy.png")
 def default_workdir(config: Config) -> str:
   """runs/MODEL[-DATASET][-xMEMBERS]-DATE-TIME"""
   dataset = "" if config.dataset == datasets.DEFAULT else f"-{config.dataset}"
-  members = f"-x{len(config.seeds)}" if config.seeds else ""
+  members = f"-x{configs.num_members(config)}" if configs.num_members(config) else ""
   return f"runs/{config.model}{dataset}{members}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 
@@ -65,6 +65,28 @@ def check_dataset_flag(run_dir, config: Config, flag: str | None) -> None:
   raise UserError(f"{run_dir} was trained on {trained_on.title} (dataset {trained_on.name}), but --dataset={flag} "
                   f"asks for {asked.title}. A run is evaluated on the dataset it was trained on: drop --dataset "
                   f"(its config.json says {trained_on.name}), or give a run trained on {asked.title}.")
+
+
+def chosen_member(run_dir, config: Config, flag: str | None) -> int | None:
+  """Which member predict, serve and export use (--member=best|K): None for the ensemble of a seeds-only run or
+  for one model; by default a sweep's best member by validation (summary.json's), since members trained with
+  other values are no ensemble."""
+  members = configs.num_members(config)
+  if flag is None and not config.sweep:
+    return None
+  if not members:
+    raise UserError(f"--member={flag}: {run_dir} trained one model, not several. Drop --member.")
+  if flag not in (None, "best"):
+    if not flag.isdigit() or int(flag) >= members:
+      raise UserError(f"--member={flag}: {run_dir} has members 0 to {members - 1}; give one of them, or best "
+                      f"(the best by validation accuracy).")
+    return int(flag)
+  summary = read_summary(run_dir) or {}
+  if "members" not in summary or summary["members"][0].get("valid_accuracy") is None:
+    raise UserError(f"{run_dir} has no summary.json with its members' validation accuracies (it has not finished, "
+                    f"or held out no validation split), so its best member is not known: give --member=K (0 to "
+                    f"{members - 1}), or finish the run with `jaxmnist train --resume {run_dir}`.")
+  return report.best_member(summary["members"])
 
 
 def read_summary(run_dir) -> dict | None:

@@ -85,7 +85,7 @@ def health(trained: train_state.Trained) -> dict:
   return {"status": "ok", "model": trained.config.model, "run_dir": str(trained.run_dir),
           "checkpoint_epoch": trained.epoch, "test_accuracy": summary.get("test_accuracy"),
           "checkpoint": trained.checkpoint_line, "dataset": dataset.name, "dataset_title": dataset.title,
-          "members": len(trained.seeds),  # 0: one model; else an ensemble of that many
+          "members": trained.num_members,  # 0: one model (or a sweep's member); else an ensemble of that many
           "class_names": list(dataset.class_names)}
 
 
@@ -224,7 +224,8 @@ def main(args: argparse.Namespace) -> None:
 
   with listen(args.host, args.port) as listener:
     start = time.perf_counter()
-    trained = train_state.load_trained(Path(args.run_dir))  # a missing run or checkpoint stops it here
+    member = runs.chosen_member(args.run_dir, runs.read_config(args.run_dir), args.member)
+    trained = train_state.load_trained(Path(args.run_dir), member=member)  # a missing checkpoint stops it here
     process.open_caches()
 
     def announce():

@@ -46,9 +46,10 @@ def cross_entropy_loss(logits_BxC: jax.Array, labels_B: jax.Array, weights_B: ja
                        label_smoothing: float = 0.0) -> jax.Array:
   """Softmax cross-entropy averaged over the examples whose weight is 1 (nn.CrossEntropyLoss's mean).
 
-  With label_smoothing a > 0 the target puts 1 - a on the label and a/C on every class (optax's).
+  With label_smoothing a > 0 the target puts 1 - a on the label and a/C on every class (optax's); an array
+  (a sweep member's) always takes that path, where 0 gives the one-hot target.
   """
-  if label_smoothing:
+  if isinstance(label_smoothing, jax.Array) or label_smoothing:
     targets_BxC = optax.smooth_labels(jax.nn.one_hot(labels_B, logits_BxC.shape[-1]), label_smoothing)
     losses_B = optax.softmax_cross_entropy(logits_BxC, targets_BxC)
   else:

@@ -31,8 +31,8 @@ from jaxmnist.programs import Layout, Programs, correct_counts, ensemble_correct
 
 
 def _divergence_message(config: Config, row: dict, workdir: Path) -> str:
-  diverged = [m["seed"] for m in row.get("members", ()) if not math.isfinite(m["train_loss"])]
-  whose = f" (the members of seed {', '.join(map(str, diverged))})" if diverged else ""
+  diverged = [str(m["member"]) for m in row.get("members", ()) if not math.isfinite(m["train_loss"])]
+  whose = f" (member {', '.join(diverged)}: metrics.csv names their values)" if diverged else ""
   return (f"Training diverged: the mean training loss became {row['train_loss']}{whose} in epoch "
           f"{row['epoch']} of {config.model} with learning rate {config.learning_rate}. The step "
           f"size is too large for this model; try a smaller one, e.g. --lr={config.learning_rate / 10:g}. "
@@ -45,10 +45,6 @@ def _interrupted_message(epoch: int, config: Config, workdir: Path, saved: bool)
             f"so the run cannot be resumed. {workdir / 'metrics.csv'} holds the finished epochs.")
   return (f"Interrupted after epoch {epoch} of {config.epochs}; its checkpoint is saved in "
           f"{workdir / checkpoint.CHECKPOINT_DIR}. Continue the run with `jaxmnist train --resume {workdir}`.")
-
-
-def _checkpoint_due(config: Config, epoch: int, stop_requested: bool) -> bool:
-  return epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop_requested
 
 
 def _write_failed_message(config: Config, workdir: Path, error: BaseException) -> str:
@@ -127,7 +123,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
         sums, valid_logits = jax.device_get((sums, valid_logits))  # the one host sync per epoch
         valid_correct = correct_counts(valid_logits, arrays["valid_labels"]) if num_valid else None
         rows.append(report.epoch_row(epoch, sums, valid_correct, num_valid, time.perf_counter() - epoch_start,
-                                     config.seeds))
+                                     configs.member_labels(config) if programs.layout.num_members else ()))
         if writes:
           report.write_metrics_csv(workdir / "metrics.csv", rows)
         if not math.isfinite(rows[-1]["train_loss"]):  # no checkpoint of a diverged state: the earlier ones stay
@@ -136,7 +132,7 @@ def run_epochs(config: Config, workdir: Path, training: Training, mnist: data.Mn
                 "status": "diverged", "config": configs.config_to_dict(config), "epochs_completed": epoch,
                 "dataset": config.dataset, "data_source": mnist.source})
           raise TrainingDiverged(_divergence_message(config, rows[-1], workdir))
-        if saver and _checkpoint_due(config, epoch, stop["requested"]):
+        if saver and (epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop["requested"]):
           saver.save(epoch, state, rows, training.data_info)
         bar.set_postfix(loss=f"{rows[-1]['train_loss']:.4f}",
                         val_acc=report.format_accuracy(rows[-1]["valid_accuracy"]))
@@ -162,12 +158,12 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
   summary = report.finished_summary(
       config, rows, training.rows, train_seconds, mnist, training.data_info,
       report.test_accuracies(rows, correct, ensemble_correct(test_logits, mnist.test_labels) if config.seeds
-                             else None, num_test),
+                             and not config.sweep else None, num_test, sweep=bool(config.sweep)),
       programs.layout.machine())
   if not parallel.is_main_process():
     return summary, None
   report.write_json(workdir / "summary.json", summary)
-  what = f"{len(config.seeds)} x {config.model}" if config.seeds else config.model
+  what = f"{programs.layout.num_members} x {config.model}" if programs.layout.num_members else config.model
   report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {what} on {datasets.get(config.dataset).title}",
                        configs.post_result(config))
   say("\n".join(report.comparison_lines(summary, configs.post_result(config))))
@@ -176,14 +172,15 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
   trained = train_state.Trained(run_dir=workdir, config=config, model=programs.model, variables=variables,
                                 epoch=config.epochs, checkpoint_line=f"checkpoint of epoch {config.epochs}",
                                 data=training.data_info, programs=programs)
-  valid_labels = arrays["valid_labels"]
-  return summary, evaluate.write_evaluation(trained, mnist, test_logits, valid_logits, valid_labels, say)
+  return summary, evaluate.write_evaluation(trained, mnist, test_logits, valid_logits, arrays["valid_labels"], say)
 
 
 def check_and_prepare(config: Config, workdir: Path, mesh: Mesh, resume: bool) -> None:
   """What both entry points check before any data is fetched, then the run directory made (not on --resume)."""
   configs.validate_config(config)
   Layout.of(config, mesh).check_batch(config.batch_size)
+  if configs.num_members(config):  # said before any data is fetched
+    say(f"training {configs.describe_members(config)}")
   if parallel.is_main_process() and not resume:
     runs.prepare_workdir(workdir)
 

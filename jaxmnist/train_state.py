@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from jaxmnist import checkpoint, ensemble, models, parallel, runs, steps
+from jaxmnist import checkpoint, configs, ensemble, models, parallel, runs, steps
 from jaxmnist.configs import Config
 from jaxmnist.errors import UserError
 from jaxmnist.optimizer import make_optimizer
@@ -50,25 +50,30 @@ class Trained:
   programs: Programs | None = None  # its compiled programs, placed as it is: evaluate's logits
 
   @property
-  def seeds(self) -> tuple[int, ...]:
-    """An ensemble's member seeds (its variables are stacked along a leading axis); () for one model."""
-    return self.config.seeds
+  def num_members(self) -> int:
+    """An ensemble's or a sweep's members (its variables are stacked along a leading axis); 0 for one model."""
+    return configs.num_members(self.config)
 
   @property
   def apply(self):
     """`apply(variables, inputs, train=False) -> logits`: the model's, or for an ensemble the members'
     combined (jaxmnist.ensemble). Every use of a trained run (evaluate, predict, serve, export) calls this."""
-    return ensemble.ensemble_apply(self.model.apply) if self.seeds else self.model.apply
+    return ensemble.ensemble_apply(self.model.apply) if self.num_members else self.model.apply
 
 
-def load_trained(run_dir, mesh=None) -> Trained:
-  """Restores the newest intact checkpoint of a run onto `mesh` (default: all local devices)."""
+def load_trained(run_dir, mesh=None, member: int | None = None) -> Trained:
+  """Restores the newest intact checkpoint of a run onto `mesh` (default: all local devices); with `member`,
+  that member alone (runs.chosen_member), as the model its single config trains."""
   run_dir = Path(run_dir)
   config = runs.read_config(run_dir)
   model = models.build_model(config.model, config.init)
   optimizer = make_optimizer(config, steps_per_epoch_=1)  # the state's structure, not its schedule
   programs = Programs(config, model, optimizer, mesh or parallel.make_mesh())
   restored = restore_train_state(programs, run_dir)
-  return Trained(run_dir=run_dir, config=config, model=model, variables=steps.eval_variables(restored.state),
-                 epoch=restored.epoch, checkpoint_line=checkpoint.describe(restored), data=restored.data,
-                 programs=programs)
+  variables, line = steps.eval_variables(restored.state), checkpoint.describe(restored)
+  if member is not None:
+    label = configs.member_labels(config)[member]
+    variables, config, programs = ensemble.member(variables, member), configs.member_configs(config)[member], None
+    line += f"; member {member}: {', '.join(f'{name} {value:g}' for name, value in label.items() if name != 'member')}"
+  return Trained(run_dir=run_dir, config=config, model=model, variables=variables, epoch=restored.epoch,
+                 checkpoint_line=line, data=restored.data, programs=programs)

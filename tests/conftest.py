@@ -165,6 +165,13 @@ def tiny_ensemble_cli_run(tmp_path_factory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
+def tiny_sweep_cli_run(tmp_path_factory) -> TrainedRun:
+  """`tiny` as a sweep of two learning rates (`--lr=0.05,0.1`) on the same toy files, evaluation included: its
+  member 1 is tiny_cli_run's model (the preset's rate is 0.1)."""
+  return _train_tiny(tmp_path_factory, "tiny-sweep-run", "--lr=0.05,0.1")
+
+
+@pytest.fixture(scope="session")
 def tiny_server(tiny_cli_run):
   """`jaxmnist serve` of tiny_cli_run, started once for the session: tests/test_serve.py's API tests and
   tests/test_browser.py's page read it (each start loads the run and compiles its forward pass, seconds)."""

@@ -33,7 +33,7 @@ def _members_probabilities(trained, images_uint8):
   and how many members' own top class is the ensemble's."""
   inputs = steps.images_to_inputs(jnp.asarray(images_uint8))
   members_KxNxC = np.stack([jax.nn.softmax(trained.model.apply(ensemble.member(trained.variables, k), inputs,
-                                                               train=False)) for k in range(len(trained.seeds))])
+                                                               train=False)) for k in range(trained.num_members)])
   mean_NxC = members_KxNxC.mean(0)
   return mean_NxC, (members_KxNxC.argmax(-1) == mean_NxC.argmax(-1)).sum(0)
 

@@ -19,7 +19,7 @@ def test_the_lightly_compiled_init_gives_the_parameters_of_the_default_compile(n
   run = programs.Programs(config, models.build_model(config.model), make_optimizer(config, 1), parallel.make_mesh(1))
   assert jax.default_backend() != "cpu" or programs.CPU_INIT_COMPILER_OPTIONS == {"xla_backend_optimization_level": 1}
   light = run.init()
-  default = jax.jit(run._init_fn())(run._init_keys())  # pylint: disable=protected-access
+  default = jax.jit(run._init_fn())(run._init_keys(), run.values)  # pylint: disable=protected-access
   for a, b in zip(jax.tree.leaves(light), jax.tree.leaves(default)):
     np.testing.assert_array_equal(a, b)
 
