@@ -1,10 +1,12 @@
-"""Many models in one program: N seeds as N processes against N seeds as one `--seeds=N` process.
+"""Many models in one program: N seeds (or N learning rates) as N processes against one `--seeds=N` (or
+`--lr=a,b,c,d`) process.
 
 Command that produced experiments/results/bench_ensemble-cpu.{md,json} (about 35 minutes on 2 CPU cores):
   python experiments/bench_ensemble.py
 Parts can run alone: --parts=cnn_fast (10 seeds of cnn_fast, one epoch on the full 60k, as
 experiments/bench_fast.py races it), --parts=mlp3 (3 seeds of the post's mlp3, 400 epochs on the 48k
-split), --parts=epoch (one compiled epoch of 1 member against one of --members members, in this process:
+split), --parts=sweep (4 learning rates of mlp3, 100 epochs: `--lr=0.01,0.03,0.1,0.3` against
+`--lr=v` each), --parts=epoch (one compiled epoch of 1 member against one of --members members, in this process:
 the GPU check of experiments/gpu_check.sh). On a machine without jaxmnist's data cache: --data-dir=DIR.
 
 What is measured: the wall time of whole `python -m jaxmnist train` commands, start to printed test
@@ -41,12 +43,17 @@ from jaxmnist.configs import PRESETS  # noqa: E402  pylint: disable=g-import-not
 from jaxmnist.optimizer import make_optimizer, steps_per_epoch  # noqa: E402  pylint: disable=g-import-not-at-top
 
 LEAN = ["--checkpoint-every=0", "--no-evaluate", "--no-progress"]
-# (preset, number of seeds, extra flags, target: one process's wall time over the separate processes')
-PARTS = {"cnn_fast": ("cnn_fast", 10, ["--valid-fraction=0"], 0.7), "mlp3": ("mlp3", 3, [], 0.9)}
+SWEEP_RATES = ("0.01", "0.03", "0.1", "0.3")
+# (preset, each separate process's flag, the one process's flag, extra flags, target: the one process's wall
+# time over the separate processes')
+PARTS = {"cnn_fast": ("cnn_fast", [f"--seed={s}" for s in range(10)], "--seeds=10", ["--valid-fraction=0"], 0.7),
+         "mlp3": ("mlp3", [f"--seed={s}" for s in range(3)], "--seeds=3", [], 0.9),
+         "sweep": ("mlp3", [f"--lr={v}" for v in SWEEP_RATES], f"--lr={','.join(SWEEP_RATES)}", ["--epochs=100"],
+                   0.8)}
 
 
-def _command(preset: str, seeds_flag: str, extra, workdir: Path) -> list[str]:
-  return [sys.executable, "-m", "jaxmnist", "train", f"--model={preset}", seeds_flag, *extra, *LEAN,
+def _command(preset: str, members_flag: str, extra, workdir: Path) -> list[str]:
+  return [sys.executable, "-m", "jaxmnist", "train", f"--model={preset}", members_flag, *extra, *LEAN,
           f"--workdir={workdir}"]
 
 
@@ -55,35 +62,39 @@ def _summary(workdir: Path) -> dict:
 
 
 def processes_against_one(part: str, data_dir) -> dict:
-  """`PARTS[part]`'s seeds as separate processes, then as one --seeds process, with a warm cache."""
-  preset, num_seeds, extra, target = PARTS[part]
-  seeds = list(range(num_seeds))
+  """`PARTS[part]`'s members as separate processes, then as one process, with a warm cache."""
+  preset, flags, one_flag, extra, target = PARTS[part]
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     env = bench_fast.private_cache(tmp, data_dir)
-    # Warm-up: other seeds, so that the timed commands find their compiled programs in the cache. One
-    # epoch where the schedule is constant (its length is then no constant of the program: the same one).
+    # Warm-up, so that the timed commands find their compiled programs in the cache: other seeds (a seed is an
+    # argument of the program), or the same rates for one epoch (a single run's rate is one of its constants;
+    # a sweep's rates are arguments). One epoch where the schedule is constant (its length is then no
+    # constant of the program either).
     warm = extra + (["--epochs=1"] if PRESETS[preset].schedule == "constant" else [])
-    bench_fast._wall(_command(preset, "--seed=1000", warm, tmp / "warm-single"), env)
-    bench_fast._wall(_command(preset, f"--seeds={','.join(str(1000 + s) for s in seeds)}", warm,
-                              tmp / "warm-ensemble"), env)
+    sweep = one_flag.startswith("--lr=")
+    for k, flag in enumerate(flags if sweep else ["--seed=1000"]):
+      bench_fast._wall(_command(preset, flag, warm, tmp / f"warm-single{k}"), env)
+    other_seeds = "--seeds=" + ",".join(str(1000 + s) for s in range(len(flags)))
+    bench_fast._wall(_command(preset, one_flag if sweep else other_seeds, warm, tmp / "warm-one"), env)
     separate = []
-    for seed in seeds:
-      wall, _ = bench_fast._wall(_command(preset, f"--seed={seed}", extra, tmp / f"seed{seed}"), env)
-      summary = _summary(tmp / f"seed{seed}")
-      separate.append({"seed": seed, "wall_s": wall, "train_s": summary["train_seconds"],
+    for k, flag in enumerate(flags):
+      wall, _ = bench_fast._wall(_command(preset, flag, extra, tmp / f"member{k}"), env)
+      summary = _summary(tmp / f"member{k}")
+      separate.append({"flag": flag, "wall_s": wall, "train_s": summary["train_seconds"],
                        "test_accuracy": summary["test_accuracy"], "valid_accuracy": summary["valid_accuracy"]})
       print(json.dumps(separate[-1]), flush=True)
-    wall, stdout = bench_fast._wall(_command(preset, f"--seeds={num_seeds}", extra, tmp / "ensemble"), env)
-    summary = _summary(tmp / "ensemble")
+    wall, stdout = bench_fast._wall(_command(preset, one_flag, extra, tmp / "one"), env)
+    summary = _summary(tmp / "one")
   one = {"wall_s": wall, "train_s": summary["train_seconds"], "members": summary["members"],
-         "member_test_accuracy": summary["member_test_accuracy"], "ensemble_test_accuracy":
-         summary["ensemble_test_accuracy"], "parallelism": summary["parallelism"],
-         "log": provenance.portable(stdout).replace(str(tmp), "$TMPDIR")}
+         "member_test_accuracy": summary.get("member_test_accuracy"), "ensemble_test_accuracy":
+         summary.get("ensemble_test_accuracy"), "best_member": summary.get("best_member"),
+         "parallelism": summary["parallelism"], "log": provenance.portable(stdout).replace(str(tmp), "$TMPDIR")}
   separate_wall = sum(r["wall_s"] for r in separate)
   # The machine's 1-minute load average at the end: above the core count, something else was running.
   result = {"load_average_at_end": round(os.getloadavg()[0], 2),
-            "preset": preset, "seeds": seeds, "flags": extra + LEAN, "separate": separate, "one_process": one,
+            "preset": preset, "members": flags, "one_flag": one_flag, "flags": extra + LEAN, "separate": separate,
+            "one_process": one,
             "separate_wall_s": round(separate_wall, 2), "ratio": round(wall / separate_wall, 3), "target": target,
             "met": wall / separate_wall <= target}
   print(json.dumps({k: v for k, v in result.items() if k not in ("separate", "one_process")}), flush=True)
@@ -128,22 +139,29 @@ def to_markdown(results: dict) -> str:
       continue
     one, separate = r["one_process"], r["separate"]
     flags = " ".join(r["flags"])
-    lines += [f"## {r['preset']}: {len(r['seeds'])} seeds (`{flags}`)", "",
-              "| | wall s | training s | test accuracy, mean ± std over seeds |", "|---|---|---|---|",
-              f"| {len(separate)} separate processes (`--seed=k`) | {r['separate_wall_s']:.1f} "
+    members = r.get("members") or [f"--seed={seed}" for seed in r["seeds"]]  # results of before the sweep part
+    one_flag = r.get("one_flag", f"--seeds={len(members)}")
+    if one.get("best_member") is not None:  # a sweep: its best member by validation, no ensemble
+      best = one["members"][one["best_member"]]
+      one_accuracy = f"best by validation: member {one['best_member']}, test {best['test_accuracy']:.4f}"
+    else:
+      one_accuracy = (f"{one['member_test_accuracy']['mean']:.4f} ± {one['member_test_accuracy']['std']:.4f}; "
+                      f"ensemble {one['ensemble_test_accuracy']:.4f}")
+    lines += [f"## {r['preset']}: {len(members)} members, `{one_flag}` (`{flags}`)", "",
+              "| | wall s | training s | test accuracy |", "|---|---|---|---|",
+              f"| {len(separate)} separate processes (`{members[0]}`, ...) | {r['separate_wall_s']:.1f} "
               f"({statistics.mean(x['wall_s'] for x in separate):.1f} each) | "
               f"{sum(x['train_s'] for x in separate):.1f} | "
               f"{statistics.mean(x['test_accuracy'] for x in separate):.4f} ± "
-              f"{statistics.stdev(x['test_accuracy'] for x in separate):.4f} |",
-              f"| one process (`--seeds={len(r['seeds'])}`) | {one['wall_s']:.1f} | {one['train_s']:.1f} | "
-              f"{one['member_test_accuracy']['mean']:.4f} ± {one['member_test_accuracy']['std']:.4f}; "
-              f"ensemble {one['ensemble_test_accuracy']:.4f} |", "",
+              f"{statistics.stdev(x['test_accuracy'] for x in separate):.4f} (mean ± std) |",
+              f"| one process (`{one_flag}`) | {one['wall_s']:.1f} | {one['train_s']:.1f} | {one_accuracy} |", "",
               f"Ratio: {r['ratio']:.2f}x (target ≤ {r['target']}x): {'met' if r['met'] else 'NOT met'}. "
-              f"Parallelism: {one['parallelism']}.", "",
+              f"Parallelism: {one['parallelism']}. Load average at the end: {r.get('load_average_at_end', 'not recorded')}.", "",
               *([r["note"], ""] if r.get("note") else []),
-              "| seed | test accuracy alone | as a member | wall s alone |", "|---|---|---|---|"]
-    lines += [f"| {s['seed']} | {s['test_accuracy']:.4f} | {m['test_accuracy']:.4f} | {s['wall_s']:.1f} |"
-              for s, m in zip(separate, one["members"])]
+              "| member | test accuracy alone | as a member | validation as a member | wall s alone |",
+              "|---|---|---|---|---|"]
+    lines += [f"| `{flag}` | {s['test_accuracy']:.4f} | {m['test_accuracy']:.4f} | "
+              f"{m['valid_accuracy'] or 0:.4f} | {s['wall_s']:.1f} |".replace("| 0.0000 |", "| none |") for flag, s, m in zip(members, separate, one["members"])]
     lines.append("")
   e = results.get("epoch")
   if e:
