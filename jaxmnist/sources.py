@@ -107,8 +107,7 @@ def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
 
 
 def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str, canonical: dict):
-  """Puts tfds examples back in the original file order, if one of the known orders fits (stored example j
-  is original example tfds_shuffled_order(...)[j], so its argsort restores the original order)."""
+  """tfds's examples in the original order if a known order fits (stored j is original tfds_shuffled_order[j])."""
   wanted = canonical[idx.SPLIT_FILES[split][1]].sha256
   for order in (slice(None), np.argsort(tfds_shuffled_order(len(labels), split))):
     if hashlib.sha256(idx.encode_idx(labels[order])).hexdigest() == wanted:
@@ -150,7 +149,6 @@ def _quiet_tfds(tfds):
   """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on (its download threads
   can outlive a failed attempt and go on warning while the model trains): read_tfds's DataError says it once."""
   from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
-
   for name in ("absl", "urllib3"):
     logging.getLogger(name).setLevel(logging.ERROR)
   bars_were_on = getattr(tqdm_utils, "_active", True)
@@ -181,7 +179,6 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
-
   origin = f"tfds {dataset} (tfds {tfds.__version__})"
   # tfds reads TFDS_DATA_DIR once, when it is first imported; reading it here honours it per call.
   data_dir = os.environ.get("TFDS_DATA_DIR") or None
@@ -221,11 +218,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     if (module, name) not in self._ALLOWED:
       raise pickle.UnpicklingError(
           f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in the MNIST pickle")
-    if name == "_reconstruct":
-      # numpy 2 moved numpy.core to numpy._core; the old name only warns.
-      core = getattr(np, "_core", None) or np.core
-      return core.multiarray._reconstruct
-    return getattr(np, name)
+    # The pickle names numpy.core, which numpy 2 (jaxmnist's minimum) moved to numpy._core: the old name warns.
+    return np._core.multiarray._reconstruct if name == "_reconstruct" else getattr(np, name)
 
 
 def unpickle_numpy_only(raw: bytes):
