@@ -212,7 +212,6 @@ def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None
   rows, columns = _grid(len(names))
   fig = _new_figure(1.8 * columns + 0.9, 2.0 * rows + 0.5)
   fig.suptitle(title, fontsize=11)
-  axes = []
   for k, name in enumerate(names):
     ax = fig.add_subplot(rows, columns, k + 1)
     image = ax.imshow(templates_CxHxW[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
@@ -221,6 +220,5 @@ def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None
     ax.set(xticks=[], yticks=[])
     for spine in ax.spines.values():
       spine.set_color("0.7")
-    axes.append(ax)
-  fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+  fig.colorbar(image, ax=fig.axes, shrink=0.8, label="weight")  # one bar beside all the panels
   return fig

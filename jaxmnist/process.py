@@ -43,14 +43,12 @@ DEFAULT_XLA_CACHE_MB = 256  # one run's programs take 0.3 MB (`tiny`) to a few M
 
 def xla_cache_limit_bytes() -> int:
   """The compiled-program cache's cap: $JAXMNIST_XLA_CACHE_MB megabytes, or DEFAULT_XLA_CACHE_MB."""
-  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip()
-  if not raw:
-    return DEFAULT_XLA_CACHE_MB * 2**20
+  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip() or str(DEFAULT_XLA_CACHE_MB)
   try:
     megabytes = float(raw)
   except ValueError:
     megabytes = -1.0
-  if not megabytes >= 0:
+  if not megabytes >= 0:  # nan too
     raise UserError(f"${XLA_CACHE_LIMIT_ENV_VAR}={raw!r} is not a size in megabytes. Set it to a number "
                     f">= 0 (0 turns the compiled-program cache off), or unset it for {DEFAULT_XLA_CACHE_MB}.")
   return int(megabytes * 2**20)

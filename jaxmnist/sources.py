@@ -190,9 +190,8 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
         raise DataError(f"tfds could not serve {dataset} (TensorFlow is not installed, so tfds can only "
                         f"read a prepared copy): {first_line(e, 300)}") from e
     # Preparing a dataset (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
-    fashion = dataset == "fashion_mnist"
-    host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http") if fashion
-                          else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
+    host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http")
+                          if dataset == "fashion_mnist" else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
     if not _tfds_via_proxy(host, scheme):
       error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
       if error is not None:
