@@ -107,9 +107,8 @@ class Conv(nn.Module):
 
 
 class CNN(nn.Module):
-  """A small VGG-style net for accuracy per second: per stage, `convs_per_stage` x
-  [3x3 conv, BatchNorm, ReLU] then 2x2 max pooling (28 -> 14 -> 7); then dropout, a dense layer,
-  dropout, and the logits. `residual` adds a 1x1-projected skip around each stage's convs."""
+  """A small VGG-style net for accuracy per second: per stage, `convs_per_stage` x [3x3 conv, BatchNorm, ReLU] then
+  2x2 max pooling (28 -> 14 -> 7); dropout, a dense layer, dropout, logits. `residual` adds 1x1-projected skips."""
 
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int = 1
@@ -128,8 +127,7 @@ class CNN(nn.Module):
       y = x
       for _ in range(self.convs_per_stage):
         # The name of the class this layer had before it was Conv: checkpoints written then still load.
-        y = Conv(width, use_bias=False, impl=self.conv_impl, init_scheme=self.init_scheme,
-                 name=f"Conv3x3_{convs}")(y)
+        y = Conv(width, use_bias=False, impl=self.conv_impl, init_scheme=self.init_scheme, name=f"Conv3x3_{convs}")(y)
         convs += 1
         y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
       if self.residual:
