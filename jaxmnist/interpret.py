@@ -117,7 +117,6 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 def _new_figure(width: float, height: float):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (slow import, see docstring)
-
   # Whole pixels, a hair over: matplotlib before 3.11.1 truncates the size in pixels, so 1.95 * 3 + 0.6 inches
   # (6.4499999... in floating point) would draw 644 pixels, not 645.
   width, height = ((round(inches * DPI) + 1e-6) / DPI for inches in (width, height))
