@@ -1,9 +1,4 @@
-"""`python -m jaxmnist`: the `jaxmnist` command, for environments where its console script is not on PATH.
-
-Synopsis:
-  python -m jaxmnist train --model=cnn
-  python -m jaxmnist predict runs/cnn-20261127-120000 my_digit.png
-"""
+"""`python -m jaxmnist train --model=cnn`: the `jaxmnist` command, where its console script is not on PATH."""
 
 from jaxmnist import cli
 

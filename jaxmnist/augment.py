@@ -8,7 +8,6 @@ Each function maps (key, inputs_BxHxWxC float32 in [0, 1]) to inputs of the same
 transformation per example. They run inside the jitted step, so no data leaves the device.
 """
 
-
 import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
@@ -82,21 +81,16 @@ def _erase_one(key, image_HxWxC, prob, min_area, max_area, min_aspect, attempts)
   cols = jax.lax.broadcasted_iota(jnp.int32, image_HxWxC.shape, 1)
   inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
   erase = jax.random.bernoulli(k_apply, prob) & fits_A[first]
-  # Random values (the paper's default, used for its Fashion-MNIST results), not 0: on Fashion-MNIST's black
-  # background a black rectangle that misses the garment hides nothing, and one that hits it cuts a hole
-  # the net may read as the garment's shape (a shirt less a sleeve looks like a top); noise hides the
-  # pixels without posing as background.
+  # Noise (the paper's default, used for its Fashion-MNIST results), not 0: on a black background a black
+  # rectangle hides nothing, or cuts a hole the net may read as a shape (a shirt less a sleeve is a top).
   fill = jax.random.uniform(k_fill, image_HxWxC.shape, image_HxWxC.dtype)
   return jnp.where(inside & erase, fill, image_HxWxC)
 
 
 def random_erase(key: jax.Array, inputs_BxHxWxC: jax.Array, prob: float = 0.5, min_area: float = 0.02,
                  max_area: float = 0.4, min_aspect: float = 0.3, attempts: int = 10) -> jax.Array:
-  """Random Erasing (Zhong et al., 2017): with probability `prob`, one rectangle of each image filled with noise.
-
-  Its area is a uniform fraction of the image in [min_area, max_area], its height/width ratio in
-  [min_aspect, 1 / min_aspect] (the paper's defaults: 0.5, 0.02, 0.4, 0.3); the fill is uniform in [0, 1].
-  """
+  """Random Erasing (Zhong et al., 2017; the paper's defaults): with probability `prob`, one rectangle of each
+  image, covering [min_area, max_area] of it, height/width in [min_aspect, 1 / min_aspect], filled with noise."""
   keys = jax.random.split(key, inputs_BxHxWxC.shape[0])
   one = lambda k, x: _erase_one(k, x, prob, min_area, max_area, min_aspect, attempts)
   return jax.vmap(one)(keys, inputs_BxHxWxC)
@@ -109,11 +103,8 @@ AUGMENTATIONS = {"none": None, "shift": random_shift, "affine": random_affine, "
 
 def build_augment(spec: str) -> AugmentFn | None:
   """The augmentation `spec` names (a config's `augment`, checked by configs.config_problems); None for "none".
-
-  "flip+shift+erase" applies the parts in that order, each with its own key split from the step's; a
-  single name gets the step's key itself, so "shift" and "affine" draw exactly what they drew before
-  composition existed.
-  """
+  "flip+shift+erase" applies the parts in that order, each with its own key split from the step's; a single
+  name gets the step's key itself, so "shift" and "affine" draw what they drew before composition existed."""
   parts = [AUGMENTATIONS[name] for name in spec.split("+")]
   if len(parts) == 1:
     return parts[0]

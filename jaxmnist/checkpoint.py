@@ -6,10 +6,9 @@ Synopsis:
   saver.close()                              # waits for the last write
   restored = checkpoint.restore_latest(workdir / checkpoint.CHECKPOINT_DIR, abstract_state)
 
-A host copy of the state is saved, so a checkpoint restores onto any number of devices, on any backend,
-against an abstract target with the current mesh's sharding. A sha256 of its arrays finds a damaged one on
-restore (the previous one is used). Orbax writes each into a temporary folder renamed when complete, so a
-process killed mid-save keeps the earlier ones. orbax is imported lazily: its import takes half a second.
+A host copy of the state is saved, so it restores onto any devices and backend (an abstract target carries the
+mesh's sharding); a sha256 of its arrays finds a damaged one on restore (the previous one is used). orbax, imported
+lazily (half a second), renames each from a temporary folder when complete: a killed save keeps the earlier ones.
 """
 
 import contextlib
@@ -25,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmnist.errors import UserError
+from jaxmnist.errors import UserError, first_line
 
 CHECKPOINT_DIR = "checkpoints"
 # orbax writes each checkpoint under a name with this in it (then renames it): `2.orbax-checkpoint-tmp`, or
@@ -80,17 +79,16 @@ def _shown(record: logging.LogRecord) -> bool:
 
 def _ocp():
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   return ocp
 
 
 class Saver:
   """Saves checkpoints in the background, keeping the newest `keep`; one per run, closed at its end.
 
-  A write that fails, now or in the background, raises SaveFailed from the next save or close; the earlier
-  checkpoints stay complete. SaveFailed says it once, so orbax's own report (it has no switch for it)
-  is hidden while the Saver is open, and after a failure for good: tensorstore then completes the other writes
-  into the asyncio loop orbax closed, at any later moment, each printing `RuntimeError: Event loop is closed`.
+  A failed write, now or in the background, raises SaveFailed from the next save or close (the earlier ones stay
+  complete), which says it once: orbax's own report is hidden while the Saver is open, and after a failure for good,
+  as tensorstore then completes the other writes into orbax's closed asyncio loop, each printing
+  `RuntimeError: Event loop is closed`.
   """
 
   def __init__(self, directory: Path, keep: int = 3):
@@ -187,8 +185,7 @@ def restore_latest(directory: Path, abstract_state) -> Restored:
     try:
       return dataclasses.replace(_restore_one(directory, epoch, abstract_state), skipped=tuple(skipped))
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      skipped.append(f"epoch {epoch}: {first_line[:200]}")
+      skipped.append(f"epoch {epoch}: {first_line(e, 200)}")
   raise UserError(f"every checkpoint in {directory} is damaged ({'; '.join(skipped)}). Train the run again.")
 
 

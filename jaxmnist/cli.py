@@ -1,5 +1,4 @@
-"""The `jaxmnist` command (also `python -m jaxmnist`): train a model, then evaluate, predict with, export
-and serve what it learned.
+"""The `jaxmnist` command (also `python -m jaxmnist`): train a model, then evaluate, predict, export and serve it.
 
 Synopsis:
   jaxmnist train --model=cnn                     # the same flags as python -m jaxmnist.train
@@ -27,23 +26,18 @@ def dispatch(args: argparse.Namespace) -> None:
   # Each branch imports its own command: `predict` does not pay for what `train` or `evaluate` import.
   if args.command == "train":
     from jaxmnist import train  # pylint: disable=g-import-not-at-top
-
     train.run(args)
   elif args.command == "evaluate":
     from jaxmnist import evaluate  # pylint: disable=g-import-not-at-top
-
     evaluate.main(args)
   elif args.command == "predict":
     from jaxmnist import predict  # pylint: disable=g-import-not-at-top
-
     predict.main(args)
   elif args.command == "export":
     from jaxmnist import export  # pylint: disable=g-import-not-at-top
-
     export.main(args)
   elif args.command == "serve":
     from jaxmnist import serve  # pylint: disable=g-import-not-at-top
-
     serve.main(args)
 
 

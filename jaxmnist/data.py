@@ -172,8 +172,7 @@ def describe(mnist: Mnist) -> dict:
   digest = hashlib.sha256()
   for array in (mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels):
     digest.update(np.ascontiguousarray(array).tobytes())
-  return {"dataset": mnist.dataset, "source": mnist.source, "verified": mnist.verified,
-          "sha256": digest.hexdigest()}
+  return {"dataset": mnist.dataset, "source": mnist.source, "verified": mnist.verified, "sha256": digest.hexdigest()}
 
 
 def source_line(mnist: Mnist) -> str:

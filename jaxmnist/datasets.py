@@ -1,14 +1,10 @@
-"""The datasets jaxmnist trains on: MNIST, and Fashion-MNIST (the same IDX files, with clothes in them).
+"""The datasets jaxmnist trains on: MNIST, and Fashion-MNIST (the same IDX files, with clothes in them). Only
+their data differs (checksums, class names, the sources with a copy); models, training and reports are shared.
 
 Synopsis:
   jaxmnist train --dataset=fashion_mnist --model=cnn
-  from jaxmnist import datasets
-  fashion = datasets.get("fashion_mnist")
-  fashion.class_names[9]        # "Ankle boot"
-  datasets.identify(idx_files)  # which dataset four IDX files are, by their checksums
-
-What differs between the two is only data: the checksums, the names of the classes, and the sources
-that carry a copy. Everything else (models, training, checkpoints, reports) is shared.
+  datasets.get("fashion_mnist").class_names[9]  # "Ankle boot"
+  datasets.identify(idx_files)                   # which dataset four IDX files are, by their checksums
 """
 
 import dataclasses

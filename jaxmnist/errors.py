@@ -28,12 +28,15 @@ class Interrupted(Exception):
 
 
 class WriteFailed(Exception):
-  """A run's files could not be written (a full disk, a read-only folder, a quota); exit code 4.
-
-  The message says what was written, what is kept and how to continue.
-  """
+  """A run's files could not be written (a full disk, a read-only folder, a quota); its message says what is kept
+  and how to continue. Exit code 4."""
 
   exit_code = 4
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+  """The first line of an error's message (tfds's and orbax's can run to pages), else the error's type."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
 
 
 def why_not_written(error: BaseException) -> str:
@@ -41,20 +44,18 @@ def why_not_written(error: BaseException) -> str:
   if isinstance(error, OSError) and error.strerror:
     where = f" ({error.filename})" if error.filename else ""
     return f"{error.strerror}{where}"
-  cause = error.__cause__ if error.__cause__ is not None else error
-  first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+  line = first_line(error.__cause__ if error.__cause__ is not None else error)
   # tensorstore (under orbax) names the OS's error code: "... File too large [os_error_code='27']".
-  code = re.search(r"os_error_code='(\d+)'", first_line)
+  code = re.search(r"os_error_code='(\d+)'", line)
   if code:
     return f"{os.strerror(int(code.group(1)))} (while writing {error})"
-  if "RESOURCE_EXHAUSTED" in first_line:  # what tensorstore says for a full disk or a quota
+  if "RESOURCE_EXHAUSTED" in line:  # what tensorstore says for a full disk or a quota
     return f"the disk or the quota is full (while writing {error})"
-  return first_line[:240]
+  return line[:240]
 
 
 def exit_with_message(command) -> None:
-  """Runs a command; a user's mistake, a divergence, an interrupt or a failed write becomes one paragraph and an
-  exit code."""
+  """Runs a command; a user's mistake, a divergence, an interrupt or a failed write: one paragraph, an exit code."""
   try:
     command()
   except (UserError, TrainingDiverged, Interrupted, WriteFailed) as e:

@@ -39,11 +39,10 @@ CANONICAL_FILES = _by_name(
 # Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017): the same file names, sizes and IDX headers. Upstream publishes
 # only its .gz md5s, and Debian recompressed them, so these pins are of the uncompressed files, as MNIST's are:
 # computed on 2026-11-27 from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1 (bookworm). Cross-checked
-# without the network: sizes and headers as upstream's; the md5s equal the uncompressed md5s that public loaders
-# pin beside upstream's .gz md5s (8d4fb7e6c68d591d4c3dfef9ec88bf0d for the training images), the sha256s those of
-# loaders that fetch upstream's own .gz files; 6,000 training and 1,000 test examples of each class (the paper,
-# arXiv:1708.07747), the first training labels 9 0 0 and the last 3 0 5, and a mean training pixel of
-# 72.94035223214286, as printed for Keras's copy (fashion_mnist.load_data()). Not cross-checked: tfds's copy.
+# offline: sizes and headers as upstream's; the md5s equal the uncompressed ones public loaders pin beside
+# upstream's .gz md5s (8d4fb7e6c68d591d4c3dfef9ec88bf0d: training images), the sha256s those of loaders of the .gz;
+# 6,000 training and 1,000 test examples per class (arXiv:1708.07747); first training labels 9 0 0, last 3 0 5; a
+# mean training pixel of 72.94035223214286, as printed for Keras's fashion_mnist.load_data(). tfds's copy: unchecked.
 FASHION_MNIST_FILES = _by_name(
     CanonicalFile("train-images-idx3-ubyte", 47040016, "f4a8712d7a061bf5bd6d2ca38dc4d50a",
                   "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),

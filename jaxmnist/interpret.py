@@ -1,16 +1,13 @@
 """What a classifier gets right and wrong, as numbers and pictures (fastai's ClassificationInterpretation).
 
-Synopsis:
+Synopsis (numpy arrays in, numbers or figures out: the caller computes the logits):
   confusion_CxC = interpret.confusion_matrix(labels_N, logits_NxC.argmax(-1))
   print(interpret.metrics_table_markdown(interpret.per_class_metrics(confusion_CxC)))
   interpret.save_png(run_dir / "confusion.png", interpret.confusion_figure(confusion_CxC, title="cnn, test set"))
-  top = interpret.top_losses(logits_NxC, labels_N, k=15)
-  interpret.save_png(path, interpret.top_losses_figure(images_NxHxWx1[top.indices], labels_N[top.indices],
-                                                       top.predicted, top.probability, top.losses))
+  top = interpret.top_losses(logits_NxC, labels_N, k=15)  # for top_losses_figure
 
-Everything here takes numpy arrays and returns numbers or figures: the caller computes the logits. `save_png`
-writes a `*_figure` as a PNG atomically. Figures are `matplotlib.figure.Figure`s, not pyplot's,
-whose global registry of open figures would leak when a plot raises; matplotlib is imported lazily (slow).
+Figures are `matplotlib.figure.Figure`s, not pyplot's, whose global registry of open figures would leak when a
+plot raises; matplotlib is imported lazily (slow).
 """
 
 import textwrap
@@ -58,8 +55,7 @@ def accuracy(confusion_CxC) -> float:
 
 
 def per_class_metrics(confusion_CxC, class_names: Sequence[str] | None = None) -> list[dict]:
-  """Per class: name, support (true examples), precision, recall and F1, as plain Python numbers; a ratio
-  whose denominator is 0 is 0.0 (see `_ratio`)."""
+  """Per class: name, support (true examples), precision, recall and F1, as plain Python numbers (see `_ratio`)."""
   confusion_CxC = np.asarray(confusion_CxC)
   names = _class_names(class_names, confusion_CxC.shape[0])
   rows = []
@@ -121,7 +117,6 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 def _new_figure(width: float, height: float):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (slow import, see docstring)
-
   # Whole pixels, a hair over: matplotlib before 3.11.1 truncates the size in pixels, so 1.95 * 3 + 0.6 inches
   # (6.4499999... in floating point) would draw 644 pixels, not 645.
   width, height = ((round(inches * DPI) + 1e-6) / DPI for inches in (width, height))
@@ -156,9 +151,7 @@ def confusion_figure(confusion_CxC, class_names: Sequence[str] | None = None, ti
   ax.set_xticks(range(num_classes), names, rotation=40 if long else 0, ha="right" if long else "center",
                 rotation_mode="anchor")
   ax.set_yticks(range(num_classes), names)
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("true")
-  ax.set_title(title)
+  ax.set(xlabel="predicted", ylabel="true", title=title)
   return fig
 
 
@@ -218,16 +211,13 @@ def weight_templates_figure(kernel_DxC, class_names: Sequence[str] | None = None
   rows, columns = _grid(len(names))
   fig = _new_figure(1.8 * columns + 0.9, 2.0 * rows + 0.5)
   fig.suptitle(title, fontsize=11)
-  axes = []
   for k, name in enumerate(names):
     ax = fig.add_subplot(rows, columns, k + 1)
     image = ax.imshow(templates_CxHxW[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_title("\n".join(textwrap.wrap(name, 14)), fontsize=9)
     # A thin frame instead of axes: near-zero weights are white, and the panel's edge would vanish.
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     for spine in ax.spines.values():
       spine.set_color("0.7")
-    axes.append(ax)
-  fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+  fig.colorbar(image, ax=fig.axes, shrink=0.8, label="weight")  # one bar beside all the panels
   return fig

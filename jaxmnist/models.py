@@ -98,10 +98,8 @@ class Conv(nn.Module):
     torch = self.init_scheme == "torch"
     kernel = self.param("kernel", torch_uniform(fan_in) if torch else nn.initializers.lecun_normal(),
                         (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-    if impl == "im2col":
-      y = conv_im2col(x, kernel, self.padding)
-    else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = (conv_im2col(x, kernel, self.padding) if impl == "im2col" else
+         jax.lax.conv_general_dilated(x, kernel, (1, 1), self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     if not self.use_bias:
       return y
     bias = self.param("bias", torch_uniform(fan_in) if torch else nn.initializers.zeros, (self.features,))
@@ -109,9 +107,8 @@ class Conv(nn.Module):
 
 
 class CNN(nn.Module):
-  """A small VGG-style net for accuracy per second: per stage, `convs_per_stage` x
-  [3x3 conv, BatchNorm, ReLU] then 2x2 max pooling (28 -> 14 -> 7); then dropout, a dense layer,
-  dropout, and the logits. `residual` adds a 1x1-projected skip around each stage's convs."""
+  """A small VGG-style net for accuracy per second: per stage, `convs_per_stage` x [3x3 conv, BatchNorm, ReLU] then
+  2x2 max pooling (28 -> 14 -> 7); dropout, a dense layer, dropout, logits. `residual` adds 1x1-projected skips."""
 
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int = 1
@@ -130,8 +127,7 @@ class CNN(nn.Module):
       y = x
       for _ in range(self.convs_per_stage):
         # The name of the class this layer had before it was Conv: checkpoints written then still load.
-        y = Conv(width, use_bias=False, impl=self.conv_impl, init_scheme=self.init_scheme,
-                 name=f"Conv3x3_{convs}")(y)
+        y = Conv(width, use_bias=False, impl=self.conv_impl, init_scheme=self.init_scheme, name=f"Conv3x3_{convs}")(y)
         convs += 1
         y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
       if self.residual:
@@ -149,10 +145,9 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 class FastCNN(nn.Module):
-  """The net of the fastest public MNIST recipe we know (tuomaso/train_mnist_fast: 99.0% in one epoch):
-  normalise; 5x5 conv (valid), 2x2 max pool, ReLU (28 -> 24 -> 12); 3x3 conv (valid), pool, ReLU
-  (12 -> 10 -> 5); a dense layer with ReLU; the logits. No BatchNorm, no dropout. The normalisation is
-  part of the model, so that predict, serve and export feed it [0, 1] pixels as every other model."""
+  """The net of the fastest public MNIST recipe we know (tuomaso/train_mnist_fast: 99.0% in one epoch): normalise;
+  5x5 conv (valid), 2x2 max pool, ReLU (28 -> 24 -> 12); 3x3 conv (valid), pool, ReLU (12 -> 10 -> 5); a dense
+  layer with ReLU; the logits. The normalisation is inside, so predict, serve and export feed it [0, 1] pixels."""
 
   widths: Sequence[int] = (24, 32)
   dense: int = 256

@@ -5,10 +5,9 @@ Synopsis:
   images = parallel.shard_dataset(mnist.train_images, mesh)
   batches = jax.lax.with_sharding_constraint(batches_SxB, parallel.batch_sharding(mesh))
 
-The training set lives on the devices split along its examples (each device holds 1/D of it). Each
-epoch gathers its shuffled batches as one [steps, batch] array split along the batch axis, so every
-step is local to each device except the gradient all-reduce that XLA inserts. Parameters and the
-optimizer state are replicated. A global batch means the same on 1 and on D devices.
+The training set is split along its examples over the devices, each epoch's [steps, batch] array along its
+batch axis, and the parameters replicated: each step is local but for XLA's gradient all-reduce, and a global
+batch means the same on 1 and on D devices.
 """
 
 import jax
@@ -52,30 +51,29 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch size") -> No
                     f"{devices} (e.g. {options}), or fewer devices with --num-devices.")
 
 
-def shard_dataset(array: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Puts a host array on the mesh split along its first axis, padded to a multiple of the devices.
+def _place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  # From a callback, so that on several hosts each process supplies only its own devices' shards.
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
-  Works unchanged on several hosts: each process supplies only the shards of its own devices.
-  The padding rows are never indexed (indices come from the real examples only).
-  """
-  devices = mesh.devices.size
-  pad = -len(array) % devices
+
+def shard_dataset(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host array on the mesh, split along its first axis, padded to a multiple of the devices with rows that
+  are never indexed (indices come from the real examples only)."""
+  pad = -len(array) % mesh.devices.size
   if pad:
     array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
-  sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+  return _place(array, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
 
 
 def replicate(array: np.ndarray, mesh: Mesh) -> jax.Array:
   """A host array that every process holds identically, copied to every device of the mesh."""
-  array = np.asarray(array)
-  return jax.make_array_from_callback(array.shape, replicated(mesh), lambda index: array[index])
+  return _place(array, replicated(mesh))
 
 
 def shard_members(array: np.ndarray, mesh: Mesh) -> jax.Array:
   """A host array [M, ...] of an ensemble's members, each device given its members' rows."""
-  array = np.asarray(array)
-  return jax.make_array_from_callback(array.shape, member_sharding(mesh), lambda index: array[index])
+  return _place(array, member_sharding(mesh))
 
 
 def is_main_process() -> bool:

@@ -1,14 +1,12 @@
 """A person's own picture of one digit, made into MNIST's 28x28 uint8 input the way MNIST itself was made.
 
-Synopsis:
+Synopsis (where `jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict start):
   digit = preprocess.to_mnist("photo.jpg")                        # uint8 [28, 28, 1]
   digit = preprocess.to_mnist(png_bytes, name="the uploaded image")
   batch = preprocess.to_mnist_batch(["a.png", "b.jpg"])          # uint8 [N, 28, 28, 1]
 
-`jaxmnist predict RUN_DIR a.png b.jpg` and the draw-a-digit page's POST /api/predict both start here. The steps
-follow MNIST's own recipe (docs/after-training.md): white ink on black, its bounding box scaled (antialiased)
-to a longer side of 20 pixels, placed in 28x28 with its centre of mass on pixel (14, 14) by a whole-pixel shift.
-Anything wrong with a picture raises a UserError that names the file and says what to do.
+MNIST's own recipe (docs/after-training.md): white ink on black, its bounding box scaled (antialiased) to a
+longer side of 20 pixels, placed in 28x28 with its centre of mass on pixel (14, 14) by a whole-pixel shift.
 """
 
 import io
@@ -119,9 +117,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return values * (255 / 65535) if values.max() > 255 else values  # 16-bit greyscale PNGs
   if image.mode == "L":
     return np.asarray(image, np.float32)
-  luma = np.asarray(image.convert("L"), np.float32)
-  alpha = np.asarray(image.getchannel("A"), np.float32) / 255
-  return _flatten(luma, alpha)
+  return _flatten(np.asarray(image.convert("L"), np.float32), np.asarray(image.getchannel("A"), np.float32) / 255)
 
 
 def _flatten(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -225,9 +221,8 @@ def centre_of_mass(image_HxW: np.ndarray) -> tuple[float, float]:
   total = image_HxW.sum()
   if total <= 0:
     return (image_HxW.shape[0] - 1) / 2, (image_HxW.shape[1] - 1) / 2
-  rows = np.arange(image_HxW.shape[0]) @ image_HxW.sum(1) / total
-  cols = np.arange(image_HxW.shape[1]) @ image_HxW.sum(0) / total
-  return float(rows), float(cols)
+  return (float(np.arange(image_HxW.shape[0]) @ image_HxW.sum(1) / total),
+          float(np.arange(image_HxW.shape[1]) @ image_HxW.sum(0) / total))
 
 
 def _box3(image_HxW: np.ndarray) -> np.ndarray:

