@@ -225,7 +225,6 @@ def sweep_problems(config: Config) -> list[str]:
     return []
   names = [name for name, _ in config.sweep]
   problems = [f"{name} cannot be swept (only {', '.join(SWEEPABLE)} can)" for name in names if name not in SWEEPABLE]
-  problems += [f"the sweep lists {name} twice" for name in dict.fromkeys(names) if names.count(name) > 1]
   problems += [f"the sweep of {name} repeats a value (two equal values train the same model twice), got "
                f"{','.join(map(str, values))}" for name, values in config.sweep if len(set(values)) < len(values)]
   if config.valid_fraction == 0:
@@ -254,12 +253,12 @@ def check_batch_fits(config: Config, num_examples: int) -> None:
                     f"got {config.batch_size}. " + FLAGS_FIX)
 
 
-TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _type_problem(name: str, value, kind) -> str | None:
-  if name == "sweep":  # {field: [numbers]}
-    fits = isinstance(value, dict) and all(isinstance(values, list) and values and all(
+  if name == "sweep":  # {field: [numbers]}; [] as dataclasses.asdict writes no sweep
+    fits = value == [] or isinstance(value, dict) and all(isinstance(values, list) and values and all(
         _type_problem("value", v, float) is None for v in values) for values in value.values())
     return None if fits else f"sweep must map fields to lists of numbers, got {value!r}"
   if typing.get_origin(kind) is tuple:  # seeds: a JSON list of whole numbers
@@ -269,7 +268,7 @@ def _type_problem(name: str, value, kind) -> str | None:
     fits = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
   else:
     fits = isinstance(value, kind)
-  return None if fits else f"{name} must be {TYPE_NAMES[kind]}, got {value!r}"
+  return None if fits else f"{name} must be {_TYPE_NAMES[kind]}, got {value!r}"
 
 
 def config_from_dict(fields, where: str) -> Config:
@@ -288,7 +287,7 @@ def config_from_dict(fields, where: str) -> Config:
                for p in [_type_problem(name, value, hints[name])] if p]
   if not problems:
     if "sweep" in fields:
-      fields = {**fields, "sweep": [(name, tuple(values)) for name, values in fields["sweep"].items()]}
+      fields = {**fields, "sweep": [(name, tuple(values)) for name, values in dict(fields["sweep"]).items()]}
     config = Config(**{name: tuple(value) if isinstance(value, list) else value for name, value in fields.items()})
     problems = config_problems(config)
   if problems:

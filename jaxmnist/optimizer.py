@@ -59,11 +59,13 @@ def learning_rate_schedule(config: Config, total_steps: int, peak=None) -> optax
   return optax.constant_schedule(peak)
 
 
+OPTIMIZER_FIELDS = ("learning_rate", "momentum", "weight_decay")  # the sweepable fields the optimizer reads
+
+
 def _optimizer(config: Config, steps_per_epoch_: int, values: dict) -> optax.GradientTransformation:
   """config's optimizer, with the numbers in `values` (a sweep member's arrays) in place of config's. Which
   transformations it chains depends on config alone, so every member of a sweep has the same state."""
-  lr, momentum, weight_decay = (values.get(name, getattr(config, name))
-                                for name in ("learning_rate", "momentum", "weight_decay"))
+  lr, momentum, weight_decay = (values.get(name, getattr(config, name)) for name in OPTIMIZER_FIELDS)
   if config.schedule == "constant" and config.optimizer == "sgd" and not config.momentum:
     rate = lr  # a float, exactly the post's optimizer
   else:
@@ -82,7 +84,7 @@ def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTrans
   """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay.
 
   A sweep's optimizer is optax.inject_hyperparams of the same: its swept numbers are arrays in the optimizer
-  state (`with_member_values` sets a member's), so the members share one compiled program. Its structure is
+  state (`with_values` sets a member's), so the members share one compiled program. Its structure is
   that of the sweep's largest values: momentum or weight decay 0 in one member, and not in another, is the same
   update as none (a trace decayed by 0, a decay of 0).
   """
@@ -92,9 +94,6 @@ def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTrans
   largest = dataclasses.replace(config, **{name: max(values) for name, values in config.sweep})
   return optax.inject_hyperparams(lambda **values: _optimizer(largest, steps_per_epoch_, values))(
       **{name: getattr(config, name) for name in swept})
-
-
-OPTIMIZER_FIELDS = ("learning_rate", "momentum", "weight_decay")  # the swept ones the optimizer reads
 
 
 def with_values(opt_state, values: dict):
