@@ -22,9 +22,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 def pytest_configure(config):
   """Before any test runs: every test, and every subprocess it starts, writes these into one folder
-  of the session's, removed when the session ends."""
-  home = Path(tempfile.mkdtemp(prefix="jaxmnist-tests-"))
-  config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+  of the session's, removed when the session ends (the workers of a parallel session share their
+  controller's, so that they share its compiled programs too)."""
+  shared = os.environ.get(HOME_VARIABLE) if os.environ.get("PYTEST_XDIST_WORKER") else None
+  home = Path(shared or tempfile.mkdtemp(prefix="jaxmnist-tests-"))
+  if not shared:
+    os.environ[HOME_VARIABLE] = str(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
   for name, folder in (("JAXMNIST_CACHE_DIR", "jaxmnist-cache"), ("XDG_CACHE_HOME", "cache"),
                        ("MPLCONFIGDIR", "matplotlib"), ("RUSTUP_HOME", "rustup")):
     os.environ[name] = str(home / folder)
@@ -44,6 +48,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxmnist import data, idx  # noqa: E402
+
+HOME_VARIABLE = "JAXMNIST_TESTS_HOME"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+  """The whole suite (`python -m pytest` naming no test) runs on every core with pytest-xdist, where it is
+  installed: its processes spend much of their time waiting on a subprocess or one compile, which leaves a
+  core idle (on the 2-core machine of docs/testing.md, 2 workers took the suite from NNN s to NNN s). A file
+  or a test named on the command line runs in this process, as without xdist; `-n N` chooses."""
+  named = [arg for arg in config.invocation_params.args if not str(arg).startswith("-")]
+  if (not named and config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None
+      and config.option.dist == "no"):
+    config.option.numprocesses, config.option.dist = "auto", "loadgroup"
+
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -210,11 +229,16 @@ CNN_ARGS = ("train", "--model=cnn", "--workdir=run", "--no-progress")
 NEEDS_CNN = pytest.StashKey[bool]()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marked here
 def pytest_collection_modifyitems(config, items):
   """The tests of the trained `cnn` go last: its training, the session's longest (half a minute of two
   cores), then runs in the background from the session's first test on (cnn_training), while the other
-  tests leave a core idle much of the time, waiting on their subprocesses."""
+  tests leave a core idle much of the time, waiting on their subprocesses. In a parallel session they are
+  one group, so that one worker trains it, once."""
   needs = {id(item) for item in items if "cnn_run" in item.fixturenames}
+  for item in items:
+    if id(item) in needs:
+      item.add_marker(pytest.mark.xdist_group("cnn"))
   config.stash[NEEDS_CNN] = bool(needs)
   items[:] = [item for item in items if id(item) not in needs] + [item for item in items if id(item) in needs]
 
@@ -222,8 +246,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def cnn_training(request, tmp_path_factory):
   """`jaxmnist train --model=cnn` on real MNIST, started at the session's start when a test will need it:
-  (its folder, the running process)."""
-  if not request.config.stash.get(NEEDS_CNN, False):
+  (its folder, the running process). Not in a parallel session's workers: each collects every test, and
+  only one runs the cnn's."""
+  if not request.config.stash.get(NEEDS_CNN, False) or os.environ.get("PYTEST_XDIST_WORKER"):
     yield None
     return
   cache_dir = request.getfixturevalue("real_cache_dir")
