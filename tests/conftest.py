@@ -58,10 +58,12 @@ def pytest_cmdline_main(config):
   installed: its processes spend much of their time waiting on a subprocess or one compile, which leaves a
   core idle (on the 2-core machine of docs/testing.md, 2 workers took the suite from NNN s to NNN s). A file
   or a test named on the command line runs in this process, as without xdist; `-n N` chooses."""
-  named = [arg for arg in config.invocation_params.args if not str(arg).startswith("-")]
-  if (not named and config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None
-      and config.option.dist == "no"):
-    config.option.numprocesses, config.option.dist = "auto", "loadgroup"
+  whole_suite = config.args_source == pytest.Config.ArgsSource.TESTPATHS  # no file or folder named
+  if (whole_suite and config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None
+      and config.option.dist == "no" and not os.environ.get("PYTEST_XDIST_WORKER")):  # a worker starts none
+    workers = config.hook.pytest_xdist_auto_num_workers(config=config)  # what `-n auto` starts
+    # Set as xdist's own pytest_cmdline_main sets them from -n, whichever of the two runs first.
+    config.option.numprocesses, config.option.dist, config.option.tx = workers, "loadgroup", ["popen"] * workers
 
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
