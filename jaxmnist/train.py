@@ -163,7 +163,8 @@ def finish(config: Config, workdir: Path, mnist: data.Mnist, training: Training,
   if not parallel.is_main_process():
     return summary, None
   report.write_json(workdir / "summary.json", summary)
-  what = f"{programs.layout.num_members} x {config.model}" if programs.layout.num_members else config.model
+  what = (f"{'a sweep of ' * bool(config.sweep)}{programs.layout.num_members} x {config.model}"
+          if programs.layout.num_members else config.model)
   report.plot_accuracy(workdir / "accuracy.png", rows, f"jaxmnist {what} on {datasets.get(config.dataset).title}",
                        configs.post_result(config))
   say("\n".join(report.comparison_lines(summary, configs.post_result(config))))

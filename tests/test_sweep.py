@@ -85,7 +85,7 @@ def test_a_sweep_of_onecycle_weight_decay_and_smoothing_trains_each_member_as_al
   members = configs.member_configs(sweep)
   assert [(m.learning_rate, m.weight_decay, m.label_smoothing) for m in members[::7]] == [(0.01, 0, 0),
                                                                                          (0.03, 5e-4, 0.1)]
-  for k in (0, 5, 7):
+  for k in (0, 7):  # all values at their first, and at their last: 0 under a structure built for more
     train.train_and_evaluate(members[k], tmp_path / str(k), tiny_mnist, progress=False)
     for line, row in zip(_rows(tmp_path / "sweep", k), _rows(tmp_path / str(k)), strict=True):
       for name in ("train_loss", "train_accuracy", "valid_accuracy"):
