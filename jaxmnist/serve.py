@@ -101,8 +101,7 @@ async def read_image(request, limit: int = MAX_BODY_BYTES) -> bytes:
     if size > limit:
       raise too_large
     chunks.append(chunk)
-  body = b"".join(chunks)
-  if not body:
+  if not (body := b"".join(chunks)):
     raise Refusal(400, "The body is empty: send the picture's PNG or JPEG bytes.")
   if not body.startswith(IMAGE_SIGNATURES[media_type]):
     raise Refusal(400, f"The body is not {media_type.split('/')[1].upper()} data, as its Content-Type "

@@ -144,8 +144,7 @@ def gather_batches(images_NxHxWxC, labels_N, batch_indices_SxB, batch_weights_Sx
   """Gathers [steps, batch] examples at once, split along the batch axis when `sharding` says so: with the
   training set sharded over devices, the epoch's only data movement (each step then reads its device's slice)."""
   images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  batches = (images_NxHxWxC[batch_indices_SxB], labels_N[batch_indices_SxB], batch_weights_SxB)
-  return _constrain(batches, sharding)
+  return _constrain((images_NxHxWxC[batch_indices_SxB], labels_N[batch_indices_SxB], batch_weights_SxB), sharding)
 
 
 def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
@@ -155,9 +154,8 @@ def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
 
 def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int,
                 apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None, **step_options):
-  """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`. With `sharding` (several
-  devices) the epoch's batches are gathered once and split over them; without, each step gathers its own batch
-  (no epoch-sized copy).
+  """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`. With `sharding`
+  (several devices) the batches are gathered once and split over them; else each step gathers its own (no epoch copy).
 
   Returns:
     The new state and the epoch's sums: loss_sum, correct, count.
