@@ -22,9 +22,7 @@ def random_shift(key: jax.Array, inputs_BxHxWxC: jax.Array, max_shift: int = 2) 
   padded = jnp.pad(inputs_BxHxWxC, ((0, 0), (m, m), (m, m), (0, 0)))
   offsets_Bx2 = jax.random.randint(key, (inputs_BxHxWxC.shape[0], 2), 0, 2 * m + 1)
 
-  def crop(image, offset):
-    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
-
+  crop = lambda image, offset: jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
   return jax.vmap(crop)(padded, offsets_Bx2)
 
 
@@ -35,8 +33,7 @@ def _affine_one(key, image_HxWxC, max_degrees, max_scale, max_shift):
   scale = 1.0 + jax.random.uniform(k_scale, (), minval=-max_scale, maxval=max_scale)
   shift = jax.random.uniform(k_shift, (2,), minval=-max_shift, maxval=max_shift)
   # Inverse map: for each output pixel, where to sample the input (about the image centre).
-  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32),
-                            indexing="ij")
+  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij")
   centre_r, centre_c = (height - 1) / 2, (width - 1) / 2
   r, c = rows - centre_r - shift[0], cols - centre_c - shift[1]
   cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
@@ -65,8 +62,7 @@ def _erase_one(key, image_HxWxC, prob, min_area, max_area, min_aspect, attempts)
   # at once and keep the first that fits (torchvision tries 10 times too). The aspect ratio is drawn
   # log-uniformly, so tall and wide rectangles are equally likely.
   area_A = jax.random.uniform(k_area, (attempts,), minval=min_area, maxval=max_area) * height * width
-  aspect_A = jnp.exp(jax.random.uniform(k_aspect, (attempts,), minval=jnp.log(min_aspect),
-                                        maxval=-jnp.log(min_aspect)))
+  aspect_A = jnp.exp(jax.random.uniform(k_aspect, (attempts,), minval=jnp.log(min_aspect), maxval=-jnp.log(min_aspect)))
   h_A = jnp.round(jnp.sqrt(area_A * aspect_A)).astype(jnp.int32)
   w_A = jnp.round(jnp.sqrt(area_A / aspect_A)).astype(jnp.int32)
   # Rounding can leave [min_area, max_area]: such a candidate does not fit either, so the bounds hold exactly.
@@ -77,8 +73,7 @@ def _erase_one(key, image_HxWxC, prob, min_area, max_area, min_aspect, attempts)
   h, w = h_A[first], w_A[first]
   top = jax.random.randint(k_top, (), 0, height - h + 1)
   left = jax.random.randint(k_left, (), 0, width - w + 1)
-  rows = jax.lax.broadcasted_iota(jnp.int32, image_HxWxC.shape, 0)
-  cols = jax.lax.broadcasted_iota(jnp.int32, image_HxWxC.shape, 1)
+  rows, cols = (jax.lax.broadcasted_iota(jnp.int32, image_HxWxC.shape, axis) for axis in (0, 1))
   inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
   erase = jax.random.bernoulli(k_apply, prob) & fits_A[first]
   # Noise (the paper's default, used for its Fashion-MNIST results), not 0: on a black background a black

@@ -67,8 +67,7 @@ def state_digest(state) -> str:
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(state):
     leaf = np.ascontiguousarray(leaf)
-    digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-    digest.update(leaf.tobytes())
+    digest.update(f"{leaf.dtype}{leaf.shape}".encode() + leaf.tobytes())
   return digest.hexdigest()
 
 
@@ -103,8 +102,7 @@ class Saver:
       self._directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it with active_processes set
     except OSError as e:
       raise SaveFailed(f"cannot create {self._directory}") from e
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=False, cleanup_tmp_directories=True,
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False, cleanup_tmp_directories=True,
         # Only process 0 writes, from its host copy; the other processes of a multi-host job wait for nobody.
         multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
     self._manager = ocp.CheckpointManager(self._directory.absolute(), options=options)
@@ -176,8 +174,7 @@ def restore_latest(directory: Path, abstract_state) -> Restored:
   """Restores the newest intact checkpoint onto `abstract_state` (ShapeDtypeStructs with the shardings to restore
   onto), naming the damaged ones it passes over; UserError when none is intact."""
   directory = Path(directory)
-  epochs = saved_epochs(directory)
-  if not epochs:
+  if not (epochs := saved_epochs(directory)):
     raise UserError(f"{directory} holds no complete checkpoint. A run saves one every "
                     f"--checkpoint-every epochs, at the end and on Ctrl-C; train again, or pick another run.")
   skipped = []
@@ -191,7 +188,5 @@ def restore_latest(directory: Path, abstract_state) -> Restored:
 
 def describe(restored: Restored) -> str:
   """One line for the log: which checkpoint was used, and which damaged ones were passed over."""
-  line = f"checkpoint of epoch {restored.epoch}"
-  if restored.skipped:
-    line += f" (passed over damaged newer checkpoints: {'; '.join(restored.skipped)})"
-  return line
+  passed_over = f" (passed over damaged newer checkpoints: {'; '.join(restored.skipped)})" if restored.skipped else ""
+  return f"checkpoint of epoch {restored.epoch}{passed_over}"

@@ -24,21 +24,18 @@ def dispatch(args: argparse.Namespace) -> None:
   if args.command in RUN_DIR_COMMANDS:
     runs.read_config(args.run_dir)  # a wrong directory fails here, before the command loads jax
   # Each branch imports its own command: `predict` does not pay for what `train` or `evaluate` import.
+  # pylint: disable=g-import-not-at-top
   if args.command == "train":
-    from jaxmnist import train  # pylint: disable=g-import-not-at-top
-    train.run(args)
+    from jaxmnist import train as command
   elif args.command == "evaluate":
-    from jaxmnist import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.main(args)
+    from jaxmnist import evaluate as command
   elif args.command == "predict":
-    from jaxmnist import predict  # pylint: disable=g-import-not-at-top
-    predict.main(args)
+    from jaxmnist import predict as command
   elif args.command == "export":
-    from jaxmnist import export  # pylint: disable=g-import-not-at-top
-    export.main(args)
+    from jaxmnist import export as command
   elif args.command == "serve":
-    from jaxmnist import serve  # pylint: disable=g-import-not-at-top
-    serve.main(args)
+    from jaxmnist import serve as command
+  (command.run if args.command == "train" else command.main)(args)
 
 
 def main(argv=None, prog: str = "jaxmnist") -> None:

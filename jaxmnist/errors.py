@@ -28,8 +28,7 @@ class Interrupted(Exception):
 
 
 class WriteFailed(Exception):
-  """A run's files could not be written (a full disk, a read-only folder, a quota); its message says what is kept
-  and how to continue. Exit code 4."""
+  """A run's files could not be written (full disk, read-only folder, quota); its message says what is kept."""
 
   exit_code = 4
 
@@ -42,12 +41,10 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
 def why_not_written(error: BaseException) -> str:
   """A person's words for why a write failed: the OS's reason and the file, or the first line of orbax's."""
   if isinstance(error, OSError) and error.strerror:
-    where = f" ({error.filename})" if error.filename else ""
-    return f"{error.strerror}{where}"
+    return error.strerror + (f" ({error.filename})" if error.filename else "")
   line = first_line(error.__cause__ if error.__cause__ is not None else error)
   # tensorstore (under orbax) names the OS's error code: "... File too large [os_error_code='27']".
-  code = re.search(r"os_error_code='(\d+)'", line)
-  if code:
+  if code := re.search(r"os_error_code='(\d+)'", line):
     return f"{os.strerror(int(code.group(1)))} (while writing {error})"
   if "RESOURCE_EXHAUSTED" in line:  # what tensorstore says for a full disk or a quota
     return f"the disk or the quota is full (while writing {error})"

@@ -34,34 +34,26 @@ ONNX_OPSET = 23  # jax2onnx 0.17's default; onnxruntime >= 1.24 runs it
 
 ModelSpec = Union[str, nn.Module, Callable[..., jax.Array]]  # a name in models.MODELS, a module, an apply fn
 
-_FLATBUFFERS_HINT = ("jax.export reads and writes artifacts with the flatbuffers package, which jax does "
-                     "not install: pip install flatbuffers")
-
 
 def inference_fn(model: ModelSpec, variables) -> Callable[[jax.Array], jax.Array]:
   """uint8 images [B,28,28,1] -> float32 logits [B,10] in eval mode, the variables closed over."""
   if isinstance(model, str):
     model = models.build_model(model, conv_impl="xla")
   apply_fn = model.apply if isinstance(model, nn.Module) else model
-  # Host copies: constants baked from arrays committed to some device (or sharded over a mesh) would tie
-  # the export to that placement.
+  # Host copies: constants baked from arrays committed to a device (or sharded) would tie the export to that placement.
   variables = jax.device_get(variables)
-
   def logits_of(images_BxHxWxC: jax.Array) -> jax.Array:
     return apply_fn(variables, steps.images_to_inputs(images_BxHxWxC), train=False)
-
   return logits_of
 
 
-def export_inference(model: ModelSpec, variables,
-                     platforms: Sequence[str] = DEFAULT_PLATFORMS) -> export.Exported:
+def export_inference(model: ModelSpec, variables, platforms: Sequence[str] = DEFAULT_PLATFORMS) -> export.Exported:
   """Eval-mode inference, `uint8[b,28,28,1]` -> `float32[b,10]`, for `platforms` in one file. A module or an
   `apply_fn(variables, inputs, train=False)` given as `model` is used as given (its convolution is the caller's)."""
   if not platforms or set(platforms) - set(KNOWN_PLATFORMS):
     raise errors.UserError(f"Cannot export for platforms {list(platforms)}; choose from "
                            f"{', '.join(KNOWN_PLATFORMS)} ('cuda' and 'rocm', not 'gpu').")
-  batch, = export.symbolic_shape("b")
-  images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), jnp.uint8)
+  images_spec = jax.ShapeDtypeStruct((*export.symbolic_shape("b"), *IMAGE_SHAPE), jnp.uint8)
   return export.export(jax.jit(inference_fn(model, variables)), platforms=tuple(platforms))(images_spec)
 
 
@@ -70,7 +62,8 @@ def serialize(exported: export.Exported) -> bytes:
   try:
     return bytes(exported.serialize())
   except ImportError as e:
-    raise errors.UserError(_FLATBUFFERS_HINT) from e
+    raise errors.UserError("jax.export reads and writes artifacts with the flatbuffers package, which jax does "
+                           "not install: pip install flatbuffers") from e
 
 
 def write_artifact(path, exported: Union[export.Exported, bytes]) -> int:
@@ -98,9 +91,8 @@ def export_onnx(model: ModelSpec, variables, opset: int = ONNX_OPSET) -> bytes:
 def run_model(trained: train_state.Trained, onnx: bool = False) -> ModelSpec:
   """What a run exports: its model, or a function of every member that returns the ensemble's logits (for
   ONNX the members are applied one by one: jax2onnx's BatchNorm cannot be vmapped)."""
-  if not trained.num_members:
-    return trained.config.model
-  return ensemble.ensemble_apply(models.build_model(trained.config.model, conv_impl="xla").apply, unrolled=onnx)
+  return trained.config.model if not trained.num_members else ensemble.ensemble_apply(
+      models.build_model(trained.config.model, conv_impl="xla").apply, unrolled=onnx)
 
 
 def main(args) -> None:
@@ -108,8 +100,8 @@ def main(args) -> None:
   out = Path(args.out) if args.out else Path(args.run_dir) / "model.jaxexport"
   if not out.parent.is_dir():  # said before the restore
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
-  trained = train_state.load_trained(args.run_dir, member=runs.chosen_member(args.run_dir, runs.read_config(
-      args.run_dir), args.member))
+  member = runs.chosen_member(args.run_dir, runs.read_config(args.run_dir), args.member)
+  trained = train_state.load_trained(args.run_dir, member=member)
   what = f"an ensemble of {trained.num_members} x {trained.config.model}" if trained.num_members else trained.config.model
   size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
   print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "

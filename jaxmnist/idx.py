@@ -54,8 +54,7 @@ FASHION_MNIST_FILES = _by_name(
                   "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"))
 SPLIT_FILES = {  # (images file, labels file) per split
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -43,8 +43,7 @@ def confusion_matrix(labels_N, predictions_N, num_classes: int = 10) -> np.ndarr
 
 
 def _ratio(numerator: float, denominator: float) -> float:
-  # 0/0 (a class never predicted, or never present) reads as 0.0, sklearn's zero_division=0: a number
-  # that a table and a JSON file can hold, and that never flatters the model.
+  # 0/0 (a class never predicted, or never present) is 0.0, sklearn's zero_division=0: JSON holds it, it never flatters.
   return float(numerator / denominator) if denominator else 0.0
 
 
@@ -117,8 +116,7 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 def _new_figure(width: float, height: float):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (slow import, see docstring)
-  # Whole pixels, a hair over: matplotlib before 3.11.1 truncates the size in pixels, so 1.95 * 3 + 0.6 inches
-  # (6.4499999... in floating point) would draw 644 pixels, not 645.
+  # Whole pixels, a hair over: matplotlib < 3.11.1 truncates, so 1.95 * 3 + 0.6 inches (6.4499999...) gave 644 px.
   width, height = ((round(inches * DPI) + 1e-6) / DPI for inches in (width, height))
   # Constrained layout keeps titles, tick labels and colour bars from overlapping without tuning.
   return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -142,8 +140,7 @@ def confusion_figure(confusion_CxC, class_names: Sequence[str] | None = None, ti
   fontsize = 9 if num_classes <= 12 else 6
   for (row, col), count in np.ndenumerate(confusion_CxC):
     red, green, blue, _ = image.cmap(image.norm(count))
-    # Zeros in grey: the eye goes to the mistakes that did happen. Else the Rec. 601 luma of the cell's
-    # colour: dark text on light cells, white on dark ones, for any colormap.
+    # Zeros grey (the eye goes to the mistakes that happened); else by the cell's Rec. 601 luma, for any colormap.
     colour = "0.75" if count == 0 else "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
     ax.text(col, row, str(count), ha="center", va="center", color=colour, fontsize=fontsize)
   long = max(map(len, names)) > 3
@@ -171,8 +168,7 @@ def top_losses_figure(images_NxHxWx1, labels_N, predicted_N, probabilities_N, lo
                       class_names: Sequence[str] | None = None, title: str = "top losses"):
   """The images in a grid, each titled as fastai's plot_top_losses: predicted / actual / probability."""
   images = np.asarray(images_NxHxWx1)
-  if images.ndim == 4:
-    images = images[..., 0]  # one channel; [N, H, W] works too
+  images = images[..., 0] if images.ndim == 4 else images  # one channel; [N, H, W] works too
   num_images = images.shape[0]
   if not len(labels_N) == len(predicted_N) == len(probabilities_N) == len(losses_N) == num_images:
     raise ValueError(f"{num_images} images need as many labels, predictions, probabilities and losses")

@@ -35,9 +35,8 @@ def torch_uniform(fan_in: int):
 
 
 def _initializers(init_scheme: str, fan_in: int) -> dict:
-  if init_scheme == "torch":
-    return {"kernel_init": torch_uniform(fan_in), "bias_init": torch_uniform(fan_in)}
-  return {}  # Flax's defaults: lecun_normal kernels, zero biases
+  # Else {}: Flax's defaults, lecun_normal kernels and zero biases.
+  return {"kernel_init": torch_uniform(fan_in), "bias_init": torch_uniform(fan_in)} if init_scheme == "torch" else {}
 
 
 class MLP(nn.Module):
@@ -166,15 +165,12 @@ class FastCNN(nn.Module):
     return nn.Dense(self.num_classes, **_initializers(self.init_scheme, x.shape[-1]))(x)
 
 
-MODELS = {
-    **{name: functools.partial(MLP, hidden_sizes=sizes) for name, sizes in MLP_HIDDEN_SIZES.items()},
+MODELS = {**{name: functools.partial(MLP, hidden_sizes=sizes) for name, sizes in MLP_HIDDEN_SIZES.items()},
     "cnn": functools.partial(CNN, widths=(16, 32), convs_per_stage=1, dense=128, dropout=0.0),
     "cnn_wide": functools.partial(CNN, widths=(32, 64), convs_per_stage=2, dense=256),
     "resnet": functools.partial(CNN, widths=(32, 64), convs_per_stage=2, residual=True),
     # cnn_wide at 3/4 of its width: cheaper epochs, for Fashion-MNIST on the CPU (the cnn_fashion preset)
-    "cnn_mid": functools.partial(CNN, widths=(24, 48), convs_per_stage=2, dense=256),
-    "cnn_fast": FastCNN,
-}
+    "cnn_mid": functools.partial(CNN, widths=(24, 48), convs_per_stage=2, dense=256), "cnn_fast": FastCNN}
 
 
 def build_model(name: str, init_scheme: str = "torch", conv_impl: str | None = None) -> nn.Module:

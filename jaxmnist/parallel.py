@@ -60,8 +60,7 @@ def _place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def shard_dataset(array: np.ndarray, mesh: Mesh) -> jax.Array:
   """A host array on the mesh, split along its first axis, padded to a multiple of the devices with rows that
   are never indexed (indices come from the real examples only)."""
-  pad = -len(array) % mesh.devices.size
-  if pad:
+  if pad := -len(array) % mesh.devices.size:
     array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
   return _place(array, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
 

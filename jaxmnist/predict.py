@@ -4,9 +4,8 @@ Synopsis:
   jaxmnist predict runs/cnn-20261127-120000 my_three.png photo.jpg
   jaxmnist predict runs/cnn-20261127-120000 my_three.png --json
 
-Each image goes through `jaxmnist.preprocess.to_mnist` (MNIST's own preprocessing), then all of them
-through the run's newest checkpoint in eval mode, in one call. An ensemble answers with its members' mean
-probabilities and says how many members agree.
+Each image goes through `preprocess.to_mnist` (MNIST's own preprocessing), then all of them through the run's newest
+checkpoint in eval mode, in one call. An ensemble answers with its members' mean probabilities, and how many agree.
 
 Restoring a checkpoint imports flax, optax and orbax, which takes longer than the rest of the answer. So
 the first predict of a checkpoint also writes RUN_DIR/inference.cache, its forward pass as a `jax.export`
@@ -44,8 +43,7 @@ class Cached(NamedTuple):
 
 
 def checkpoint_key(run_dir, member: int | None = None) -> dict | None:
-  """What a cache must have been built from to answer for the run (or its `member`) now; None when it has no
-  checkpoint."""
+  """What a cache must have been built from to answer for the run (or its `member`) now; None: no checkpoint."""
   run_dir = Path(run_dir)
   try:
     # orbax names a checkpoint by its epoch once it is whole (one being written has a temporary name).
@@ -83,19 +81,15 @@ def write_cache(run_dir, key: dict | None, outputs_of: Outputs, epoch: int) -> b
   cache under `key`, atomically; False where it cannot (a read-only run, a full disk, no flatbuffers)."""
   if key is None:
     return False
-  batch, = export.symbolic_shape("b")
-  images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), np.uint8)
+  images_spec = jax.ShapeDtypeStruct((*export.symbolic_shape("b"), *IMAGE_SHAPE), np.uint8)
   try:
     payload = bytes(export.export(jax.jit(outputs_of), platforms=(key["platform"],))(images_spec).serialize())
   except Exception:  # pylint: disable=broad-except
-    # No flatbuffers (jax does not install it), or a model an experiment added that cannot be lowered with
-    # a symbolic batch (every built-in one can): the answer is computed anyway, only not cached.
+    # No flatbuffers, or an experiment's model that a symbolic batch cannot lower: answered anyway, not cached.
     return False
-  header = {"key": key, "epoch": epoch, "sha256": hashlib.sha256(payload).hexdigest()}
-  blob = json.dumps(header).encode() + b"\n" + payload
-  try:
-    # A partial file of this process's own: two predicts at once must not write into one.
-    report.write_replacing(Path(run_dir) / INFERENCE_CACHE, lambda partial: partial.write_bytes(blob),
+  header = json.dumps({"key": key, "epoch": epoch, "sha256": hashlib.sha256(payload).hexdigest()}).encode() + b"\n"
+  try:  # a partial file of this process's own: two predicts at once must not write into one
+    report.write_replacing(Path(run_dir) / INFERENCE_CACHE, lambda partial: partial.write_bytes(header + payload),
                            suffix=f".{os.getpid()}")
   except OSError:
     return False
@@ -103,8 +97,7 @@ def write_cache(run_dir, key: dict | None, outputs_of: Outputs, epoch: int) -> b
 
 
 def _outputs_of(trained):
-  """`(variables, images_NxHxWxC) -> (probabilities, members agreeing or None)` of a train_state.Trained:
-  what outputs_fn jits and the inference cache exports."""
+  """`(variables, images) -> (probabilities, members agreeing or None)`: what outputs_fn jits and the cache exports."""
   from jaxmnist import steps  # pylint: disable=g-import-not-at-top  (optax: only where a checkpoint is restored)
 
   def outputs_of(variables, images):
@@ -118,9 +111,8 @@ def _outputs_of(trained):
 
 
 def outputs_fn(trained):
-  """`images_NxHxWxC (uint8) -> (softmax probabilities [N, C], members agreeing [N] or None)`, eval mode,
-  jitted once, so that only a new batch shape compiles again. For an ensemble the probabilities are the
-  members' mean, and the second output counts the members whose own top class is the ensemble's."""
+  """`Outputs` in eval mode, jitted once, so that only a new batch shape compiles again. For an ensemble the
+  probabilities are the members' mean, and the second output counts the members whose top class is the ensemble's."""
   jitted = jax.jit(_outputs_of(trained))
   return lambda images_NxHxWxC: jax.device_get(jitted(trained.variables, images_NxHxWxC))
 
@@ -128,8 +120,7 @@ def outputs_fn(trained):
 def newest_outputs(run_dir: Path, member: int | None = None) -> Cached:
   """The outputs of the run's newest intact checkpoint (of its `member`, runs.chosen_member): from the cache when
   it fits that checkpoint, else restored and then cached for the next call."""
-  cached = read_cache(run_dir, member)
-  if cached is not None:
+  if (cached := read_cache(run_dir, member)) is not None:
     return cached
   from jaxmnist import train_state  # pylint: disable=g-import-not-at-top  (flax, optax, orbax: 1-2 s of imports)
 
@@ -141,8 +132,7 @@ def newest_outputs(run_dir: Path, member: int | None = None) -> Cached:
   return Cached(trained.epoch, outputs_fn(trained))
 
 
-def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS, agreeing=None,
-             members: int = 0) -> dict:
+def describe(path: str, probabilities_C: np.ndarray, class_names=interpret.DIGITS, agreeing=None, members=0) -> dict:
   """One image's answer; an ensemble's also says how many of its members pick the same class."""
   top = np.argsort(-probabilities_C, kind="stable")[:TOP_K]
   agreement = {"members": members, "members_agreeing": int(agreeing)} if members else {}

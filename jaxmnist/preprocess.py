@@ -76,8 +76,7 @@ def _decode(file, name: str) -> np.ndarray:
         image.load()
         return _to_gray(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-      # Pillow refused while reading the header, before we saw the size: its own limit is all we know (it
-      # warns at its limit and raises at twice it).
+      # Pillow refused in the header, before we saw the size: only its limit is known (warns at it, raises at 2x).
       limit = (Image.MAX_IMAGE_PIXELS or 0) * (2 if isinstance(error, Image.DecompressionBombError) else 1)
       raise _too_large(name, f"over {limit / 1e6:.0f} megapixels") from None
     except UnidentifiedImageError:
@@ -105,10 +104,8 @@ def _too_large(name: str, size: str) -> UserError:
 def _to_gray(image: Image.Image) -> np.ndarray:
   if image.mode in ("I", "F") or image.mode.startswith("I;"):  # 16-bit and float images
     image = image.convert("F")
-  elif image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
-    image = image.convert("RGBA")
   else:
-    image = image.convert("L")
+    image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info else "L")
   factor = -(-max(image.size) // WORK_SIDE)
   if factor > 1:  # block means: a 20-pixel digit needs no more, and the later steps get cheap
     image = image.reduce(factor)
@@ -155,8 +152,7 @@ def ink_on_black(gray_HxW: np.ndarray) -> np.ndarray:
   if paper > (dark + light) / 2:  # the paper is nearer the light end: dark ink on light paper
     gray_HxW, paper = 255 - gray_HxW, 255 - paper
   if np.count_nonzero(gray_HxW == paper) * 2 > gray_HxW.size:
-    # Most pixels hold exactly the paper's value: a drawing (the page's canvas), not a photo. Its paper
-    # is flat, and fitting a surface (most of this function's time) would find the same constant.
+    # A drawing (the page's canvas), not a photo: its paper is flat, so fitting a surface (most of the time) is moot.
     return np.maximum(gray_HxW - paper, 0)
   return np.maximum(gray_HxW - paper_surface(gray_HxW), 0)
 
@@ -234,8 +230,7 @@ def _box3(image_HxW: np.ndarray) -> np.ndarray:
     return mean3_HxW
   height, width = image_HxW.shape
   # A pixel of margin around the nonzero ones: every pixel whose neighbourhood holds any of them.
-  around = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)),
-            slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)))
+  around = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)))
   part = image_HxW[around]
   padded = np.pad(part, 1)
   part_height, part_width = part.shape

@@ -27,8 +27,7 @@ def maybe_initialize_distributed(force: bool = False) -> None:
     return
   kwargs = {}
   for env_name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-    value = os.environ.get(env_name)
-    if value:
+    if value := os.environ.get(env_name):
       if not value.isdigit():
         raise UserError(f"{env_name}={value!r} is not a non-negative integer. Set it to the number of "
                         f"processes (JAX_NUM_PROCESSES) or this process's rank (JAX_PROCESS_ID).")

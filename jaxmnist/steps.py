@@ -76,9 +76,8 @@ def _check_batch(images_BxHxWxC, labels_B, weights_B) -> None:
 def train_step(state: TrainState, images_BxHxWxC, labels_B, weights_B, key=None, *, apply_fn: ApplyFn,
                optimizer: optax.GradientTransformation, label_smoothing: float = 0.0,
                augment: Optional[AugmentFn] = None):
-  """One optimizer step on a batch; examples of weight 0 are padding and count for nothing.
-
-  `key` drives augmentation and dropout (models without either ignore it).
+  """One optimizer step on a batch; examples of weight 0 are padding and count for nothing. `key` drives
+  augmentation and dropout (models without either ignore it).
 
   Returns:
     The new state and sums over the batch: loss_sum, correct, count.
@@ -103,12 +102,8 @@ def train_step(state: TrainState, images_BxHxWxC, labels_B, weights_B, key=None,
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, batch_stats)
   count = jnp.sum(weights_B)
-  metrics = {
-      "loss_sum": loss * count,
-      "correct": jnp.sum(batch_is_correct(logits_BxC, labels_B) * weights_B),
-      "count": count,
-  }
-  return new_state, metrics
+  return new_state, {"loss_sum": loss * count, "correct": jnp.sum(batch_is_correct(logits_BxC, labels_B) * weights_B),
+                     "count": count}
 
 
 def padded_batches(indices_N: jax.Array, batch_size: int):
@@ -146,14 +141,10 @@ def _constrain(tree, sharding):
 
 
 def gather_batches(images_NxHxWxC, labels_N, batch_indices_SxB, batch_weights_SxB, sharding=None):
-  """Gathers [steps, batch] examples at once, split along the batch axis when `sharding` says so.
-
-  With the training set sharded over devices this is the epoch's only data movement; afterwards
-  every step reads only the slice of its batch that its device holds.
-  """
+  """Gathers [steps, batch] examples at once, split along the batch axis when `sharding` says so: with the
+  training set sharded over devices, the epoch's only data movement (each step then reads its device's slice)."""
   images_NxHxWxC, labels_N = jnp.asarray(images_NxHxWxC), jnp.asarray(labels_N)
-  batches = (images_NxHxWxC[batch_indices_SxB], labels_N[batch_indices_SxB], batch_weights_SxB)
-  return _constrain(batches, sharding)
+  return _constrain((images_NxHxWxC[batch_indices_SxB], labels_N[batch_indices_SxB], batch_weights_SxB), sharding)
 
 
 def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
@@ -163,10 +154,8 @@ def step_keys(epoch_key_: jax.Array, num_steps: int) -> jax.Array:
 
 def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, key, *, batch_size: int,
                 apply_fn: ApplyFn, optimizer: optax.GradientTransformation, sharding=None, **step_options):
-  """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`.
-
-  With `sharding` (several devices) the epoch's batches are gathered once and split over the
-  devices; without it each step gathers its own batch, which saves an epoch-sized copy.
+  """One pass over `train_indices_T` in a seeded random order, all steps in one `lax.scan`. With `sharding`
+  (several devices) the batches are gathered once and split over them; else each step gathers its own (no epoch copy).
 
   Returns:
     The new state and the epoch's sums: loss_sum, correct, count.
@@ -189,11 +178,8 @@ def train_epoch(state: TrainState, images_NxHxWxC, labels_N, train_indices_T, ke
 
 def eval_logits(variables, images_NxHxWxC, indices_M, *, batch_size: int, apply_fn: ApplyFn,
                 sharding=None) -> jax.Array:
-  """Eval-mode logits [M, C] of the examples `indices_M`, a batch at a time in one scan.
-
-  Batches are padded as `padded_batches` pads them; with `sharding` (several devices) they are gathered
-  at once and split over the devices, else each step gathers its own.
-  """
+  """Eval-mode logits [M, C] of the examples `indices_M`, a batch at a time in one scan, padded as `padded_batches`
+  pads; with `sharding` (several devices) gathered at once and split over the devices, else gathered step by step."""
   images_NxHxWxC = jnp.asarray(images_NxHxWxC)
   batch_indices, _ = padded_batches(indices_M, batch_size)
 
