@@ -93,13 +93,6 @@ def num_members(config: Config) -> int:
   return len(member_configs(config)) if config.seeds or config.sweep else 0
 
 
-def describe_members(config: Config) -> str:
-  """How many members, and why: "6 members (3 values of learning_rate x 2 seeds)"; "" for one model."""
-  parts = [f"{len(values)} values of {name}" for name, values in config.sweep]
-  parts += [f"{len(config.seeds)} seeds"] if config.seeds else []
-  return f"{num_members(config)} members ({' x '.join(parts)})" if parts else ""
-
-
 def member_labels(config: Config) -> list[dict]:
   """What tells each member apart, for metrics.csv, summary.json and the tables: its seed and swept values."""
   return [{"member": k, "seed": member.seed, **{name: getattr(member, name) for name, _ in config.sweep}}

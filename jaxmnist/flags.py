@@ -66,8 +66,7 @@ def values_from_flag(text: str) -> float | tuple[float, ...]:
   try:
     values = tuple(float(part) for part in text.split(","))
   except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor a comma list of numbers (a sweep, "
-                                     f"e.g. 0.05,0.1,0.2)") from None
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor a list of them, e.g. 0.05,0.1") from None
   return values if len(values) > 1 else values[0]
 
 
@@ -75,9 +74,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", help=f"preset: {', '.join(PRESETS)} (default mlp3)")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (the post: 400)")
   parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=values_from_flag, metavar="LR[,LR...]",
-                      help="learning rate (a schedule's peak); a comma list sweeps it, as do the lists of "
-                      f"{SWEEP_FLAGS.split(', ', 1)[1]}: one member per value (the grid of several), in one "
-                      "compiled program, the best chosen by validation")
+                      help=f"learning rate (a schedule's peak); lists of {SWEEP_FLAGS} sweep: a member per value")
   parser.add_argument("--batch-size", type=int, help="training batch size (the post: 256)")
   parser.add_argument("--valid-fraction", type=float, help="share of the 60k held out (the post: 0.2)")
   parser.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffling")

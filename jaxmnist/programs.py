@@ -10,8 +10,8 @@ Synopsis:
 
 Three programs, each compiled once per shape: the init, the epoch (one `lax.scan` of steps.train_step)
 and the eval-mode logits of a split. Counting correct answers is the argmax of those logits, on the host.
-For an ensemble (config.seeds) every array of the state and every split carries a leading member axis, and
-each program is the one-model program mapped over the members (jaxmnist.ensemble.over_members).
+For many members (config.seeds, config.sweep) every array of the state and every split carries a leading member
+axis, and each program is the one-model program mapped over the members (jaxmnist.ensemble.over_members).
 `jaxmnist train` and `jaxmnist evaluate` build the same object, so they place and batch alike.
 """
 

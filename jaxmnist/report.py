@@ -170,15 +170,11 @@ def swept_fields(members: list[dict]) -> list[str]:
           if name not in ("member", "seed", "test_accuracy", *MEMBER_METRICS)]
 
 
-def _values(member: dict, swept) -> str:
-  return ", ".join(f"{name} {member[name]:g}" for name in swept)
-
-
 def _plot_sweep(ax, rows, epochs, key: str, split: str, swept, style) -> None:
   """A line per swept value: its seeds' mean, in a band from their lowest to their highest where there are seeds."""
   groups = {}
   for k, member in enumerate(rows[0]["members"]):
-    groups.setdefault(_values(member, swept), []).append(k)
+    groups.setdefault(", ".join(f"{name} {member[name]:g}" for name in swept), []).append(k)
   for label, ks in groups.items():
     values = np.array([[r["members"][k][key] for k in ks] for r in rows])  # [epochs, seeds]
     line, = ax.plot(epochs, values.mean(1), label=f"{split}, {label}" + (f" ({len(ks)} seeds)" if len(ks) > 1 else ""),

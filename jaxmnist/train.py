@@ -180,8 +180,10 @@ def check_and_prepare(config: Config, workdir: Path, mesh: Mesh, resume: bool) -
   """What both entry points check before any data is fetched, then the run directory made (not on --resume)."""
   configs.validate_config(config)
   Layout.of(config, mesh).check_batch(config.batch_size)
-  if configs.num_members(config):  # said before any data is fetched
-    say(f"training {configs.describe_members(config)}")
+  if configs.num_members(config):  # said before any data is fetched: "8 members (4 values of learning_rate x 2 seeds)"
+    why = [f"{len(values)} values of {name}" for name, values in config.sweep]
+    why += [f"{len(config.seeds)} seeds"] if config.seeds else []
+    say(f"training {configs.num_members(config)} members ({' x '.join(why)})")
   if parallel.is_main_process() and not resume:
     runs.prepare_workdir(workdir)
 
