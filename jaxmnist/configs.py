@@ -223,9 +223,7 @@ def sweep_problems(config: Config) -> list[str]:
   if config.valid_fraction == 0:
     problems.append("a sweep needs a validation split to choose its best member honestly (never by test "
                     "accuracy): give --valid-fraction > 0, e.g. 0.2")
-  if problems:
-    return problems
-  return list(dict.fromkeys(p for member in member_configs(config) for p in config_problems(member)))
+  return problems or list(dict.fromkeys(p for member in member_configs(config) for p in config_problems(member)))
 
 
 FLAGS_FIX = "Fix the flags and run again (`python -m jaxmnist.train --help` lists them)."

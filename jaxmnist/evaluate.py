@@ -66,11 +66,9 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   A sweep's pictures are its best member's; an ensemble's its own, but for member 0's weights."""
   dataset = datasets.get(trained.config.dataset)
   names = dataset.class_names
-  best = (members or {}).get("best_member")
-  if best is not None:
-    what = f"member {best} of a sweep of {trained.num_members} x {trained.config.model}"
-  else:
-    what = f"ensemble of {trained.num_members} x {trained.config.model}" if members else trained.config.model
+  best, many = (members or {}).get("best_member"), f"{trained.num_members} x {trained.config.model}"
+  what = (f"member {best} of a sweep of {many}" if best is not None else f"ensemble of {many}" if members
+          else trained.config.model)
   name = f"{what} on {dataset.title}, epoch {trained.epoch}"
   interpret.save_png(run_dir / "confusion.png", interpret.confusion_figure(
       np.asarray(test["confusion"]), names, title=f"{name}: test set, accuracy {test['accuracy']:.4f}"))
@@ -90,14 +88,11 @@ def write_report(run_dir: Path, trained: train_state.Trained, mnist: data.Mnist,
   evaluation = {
       "run_dir": str(run_dir), "model": trained.config.model, "checkpoint_epoch": trained.epoch,
       "dataset": dataset.name, "class_names": list(names), "data_source": mnist.source, "test": test,
-      "validation": valid,
-      **(members or {}),
+      "validation": valid, **(members or {}),
       "top_losses": [{"test_index": int(i), "label": int(mnist.test_labels[i]), "predicted": int(p),
                       "label_name": names[int(mnist.test_labels[i])], "predicted_name": names[int(p)],
                       "probability": float(q), "loss": float(l)}
-                     for i, p, q, l in zip(top.indices, top.predicted, top.probability, top.losses)],
-      "files": files,
-  }
+                     for i, p, q, l in zip(top.indices, top.predicted, top.probability, top.losses)], "files": files}
   report.write_json(run_dir / "evaluation.json", evaluation)
   return evaluation
 

@@ -102,7 +102,7 @@ def main(args) -> None:
     raise errors.UserError(f"--out {out}: the folder {out.parent} does not exist. Create it or choose another path.")
   member = runs.chosen_member(args.run_dir, runs.read_config(args.run_dir), args.member)
   trained = train_state.load_trained(args.run_dir, member=member)
-  what = f"an ensemble of {trained.num_members} x {trained.config.model}" if trained.num_members else trained.config.model
+  what = f"an ensemble of {trained.num_members} x " * bool(trained.num_members) + trained.config.model
   size = _write_or_explain(out, export_inference(run_model(trained), trained.variables))
   print(f"exported {what} ({trained.checkpoint_line}) to {out}: {size:,} bytes, "
         f"uint8 [B,28,28,1] -> float32 logits [B,10], for {', '.join(DEFAULT_PLATFORMS)}")

@@ -112,9 +112,8 @@ def _with_run_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _with_member(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-  parser.add_argument("--member", metavar="best|K", help="which member of an ensemble or a sweep to use: best (by "
-                      "validation accuracy; a sweep's default) or its index K (default for --seeds alone: the "
-                      "ensemble of all)")
+  parser.add_argument("--member", metavar="best|K", help="one member of a sweep or an ensemble: best by validation "
+                      "(a sweep's default) or its index K (an ensemble's default: all members)")
   return parser
 
 

@@ -81,13 +81,10 @@ def _optimizer(config: Config, steps_per_epoch_: int, values: dict) -> optax.Gra
 
 
 def make_optimizer(config: Config, steps_per_epoch_: int) -> optax.GradientTransformation:
-  """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay.
-
-  A sweep's optimizer is optax.inject_hyperparams of the same: its swept numbers are arrays in the optimizer
-  state (`with_values` sets a member's), so the members share one compiled program. Its structure is
-  that of the sweep's largest values: momentum or weight decay 0 in one member, and not in another, is the same
-  update as none (a trace decayed by 0, a decay of 0).
-  """
+  """The post's presets get optax.sgd(lr): torch.optim.SGD without momentum or decay. A sweep's is
+  optax.inject_hyperparams of the same: its swept numbers are arrays in the optimizer state (`with_values` sets a
+  member's), so the members share one compiled program. Its structure is that of the sweep's largest values: a
+  momentum or decay of 0 in some members is the same update as none (a trace decayed by 0, a decay of 0)."""
   swept = [name for name, _ in config.sweep if name in OPTIMIZER_FIELDS]
   if not swept:
     return _optimizer(config, steps_per_epoch_, {})

@@ -156,8 +156,7 @@ class Programs:
   def train_epoch(self, state, images, labels, train_indices, epoch, seed=None):
     """One epoch: `(state, sums)`, sums of loss, correct and count ([K] each for an ensemble). The state is
     donated. `seed` runs the same program for another seed (benchmarks over seeds compile once)."""
-    return self._epoch(state, images, labels, train_indices, epoch, self.seed if seed is None else seed,
-                       self.values)
+    return self._epoch(state, images, labels, train_indices, epoch, self.seed if seed is None else seed, self.values)
 
   def logits(self, variables, images_NxHxWxC, indices_M) -> jax.Array:
     """Eval-mode logits [M, C] of the examples `indices_M`; an ensemble's [K, M, C] from indices [K, M]."""
@@ -183,15 +182,10 @@ def place_data(mnist: data.Mnist, config: Config, mesh: Mesh) -> dict:
     test_indices = np.stack([test_indices] * len(splits))
     if Layout.of(config, mesh).spreads_members:
       place_examples, place_indices = parallel.replicate, parallel.shard_members
-  return {
-      "images": place_examples(mnist.train_images, mesh),
-      "labels": place_examples(mnist.train_labels, mesh),
-      "test_images": place_examples(mnist.test_images, mesh),
-      "train_indices": place_indices(train_indices, mesh),
-      "valid_indices": place_indices(valid_indices, mesh),
-      "test_indices": place_indices(test_indices, mesh),
-      "valid_labels": mnist.train_labels[valid_indices],  # on the host, where the logits are counted
-  }
+  return {"images": place_examples(mnist.train_images, mesh), "labels": place_examples(mnist.train_labels, mesh),
+          "test_images": place_examples(mnist.test_images, mesh), "train_indices": place_indices(train_indices, mesh),
+          "valid_indices": place_indices(valid_indices, mesh), "test_indices": place_indices(test_indices, mesh),
+          "valid_labels": mnist.train_labels[valid_indices]}  # on the host, where the logits are counted
 
 
 def correct_counts(logits, labels_M) -> int | np.ndarray:

@@ -30,13 +30,10 @@ def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: fl
       return None if num_valid == 0 and name == "valid_accuracy" else float(np.mean([m[name] for m in members]))
     return {"epoch": epoch, **{name: mean(name) for name in MEMBER_METRICS}, "seconds": round(seconds, 4),
             "members": members}
-  return {
-      "epoch": epoch,
-      "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
-      "train_accuracy": float(sums["correct"]) / float(sums["count"]),
-      "valid_accuracy": int(valid_correct) / num_valid if num_valid else None,  # None: --valid-fraction=0
-      "seconds": round(seconds, 4),
-  }
+  return {"epoch": epoch, "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
+          "train_accuracy": float(sums["correct"]) / float(sums["count"]),
+          "valid_accuracy": int(valid_correct) / num_valid if num_valid else None,  # None: --valid-fraction=0
+          "seconds": round(seconds, 4)}
 
 
 def best_member(members: list[dict]) -> int:
@@ -69,22 +66,15 @@ def finished_summary(config, rows: list, resumed_rows: list, train_seconds: floa
   """summary.json of a finished run: its config, accuracies, timings, data and the machine it ran on."""
   first_epoch = len(resumed_rows) + 1
   return {
-      "status": "finished",
-      "config": config_to_dict(config),
-      "epochs_completed": config.epochs,
-      "valid_accuracy": rows[-1]["valid_accuracy"],
-      **test_accuracies_,
-      "train_seconds": round(train_seconds, 3),
+      "status": "finished", "config": config_to_dict(config), "epochs_completed": config.epochs,
+      "valid_accuracy": rows[-1]["valid_accuracy"], **test_accuracies_, "train_seconds": round(train_seconds, 3),
       # The first epoch of this process includes compilation.
       "first_epoch_seconds": rows[first_epoch - 1]["seconds"] if first_epoch <= len(rows) else None,
       "resumed_from_epoch": first_epoch - 1 if resumed_rows else None,
       "steady_epoch_seconds": round(float(np.median([r["seconds"] for r in rows[first_epoch:]]
                                                      or [rows[-1]["seconds"]])), 4),
-      "dataset": config.dataset,
-      "data_source": mnist.source,
-      "data_verified": mnist.verified,
-      "data_sha256": data_info["sha256"],
-      **machine,
+      "dataset": config.dataset, "data_source": mnist.source, "data_verified": mnist.verified,
+      "data_sha256": data_info["sha256"], **machine,
       "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
   }
 

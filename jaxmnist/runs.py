@@ -68,9 +68,8 @@ def check_dataset_flag(run_dir, config: Config, flag: str | None) -> None:
 
 
 def chosen_member(run_dir, config: Config, flag: str | None) -> int | None:
-  """Which member predict, serve and export use (--member=best|K): None for the ensemble of a seeds-only run or
-  for one model; by default a sweep's best member by validation (summary.json's), since members trained with
-  other values are no ensemble."""
+  """Which member predict, serve and export use (--member=best|K): None for one model or a seeds-only ensemble;
+  by default a sweep's best by validation (summary.json's), since members of other values are no ensemble."""
   members = configs.num_members(config)
   if flag is None and not config.sweep:
     return None
