@@ -89,14 +89,15 @@ def ensemble_reports(mesh8, mesh1, sizes=(8, 3)):
 
 def cli_runs(folder: Path) -> dict:
   """`jaxmnist train` on the toy IDX files through the CLI's own main in this process, which sees 8 devices:
-  tiny alone, tiny as an ensemble of 8, a batch that does not split over 8 devices, and 2 of the 8 devices. One process for
-  all three (and for the rest of this worker), not a process start-up and import of jax each."""
+  tiny alone, as an ensemble of 8 and as a sweep of 8, a batch that does not split over 8 devices, and 2 of the
+  8 devices. One process for all of them (and for the rest of this worker), not a start-up and import of jax each."""
   from jaxmnist import cli  # pylint: disable=g-import-not-at-top
 
   idx_dir = write_idx_dir(folder / "idx")
   common = ["train", "--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny"]
   runs = {"tiny": [f"--workdir={folder / 'tiny'}"], "ensemble_of_8": ["--seeds=8", f"--workdir={folder / 'ensemble'}"],
           "batch_30": ["--batch-size=30", f"--workdir={folder / 'batch30'}"],
+          "sweep_of_8": ["--lr=0.05,0.1", "--seeds=4", "--no-evaluate", f"--workdir={folder / 'sweep'}"],
           "two_of_eight": ["--num-devices=2", "--epochs=1", "--no-evaluate", f"--workdir={folder / 'two'}"]}
   results = {}
   for name, args in runs.items():

@@ -88,6 +88,21 @@ def test_cli_trains_an_ensemble_spread_over_eight_devices_and_its_checkpoint_hol
   assert len(summary["members"]) == 8 and summary["ensemble_test_accuracy"] >= 0.9
 
 
+def test_cli_spreads_a_sweep_over_eight_devices_and_its_member_trains_as_alone(eight_device_report,
+                                                                              eight_devices_folder):
+  result = eight_device_report["cli"]["sweep_of_8"]  # 2 rates x 4 seeds
+  assert result["returncode"] == 0, result["stderr"]
+  assert "parallelism: 8 members spread over 8 devices (1 each, no communication)" in result["stdout"]
+  from jaxmnist import report  # pylint: disable=g-import-not-at-top
+  member = [line for line in report.read_metrics_csv(eight_devices_folder / "sweep" / "metrics.csv")
+            if line["member"] == 4]  # lr 0.1, seed 0: the `tiny` run's settings, trained there data parallel
+  alone = report.read_metrics_csv(eight_devices_folder / "tiny" / "metrics.csv")
+  assert [(line["learning_rate"], line["seed"]) for line in member] == [(0.1, 0)] * 3
+  for line, row in zip(member, alone, strict=True):
+    for name in ("train_loss", "train_accuracy", "valid_accuracy"):
+      assert line[name] == pytest.approx(row[name], rel=1e-4, abs=1e-5), name
+
+
 def test_cli_trains_on_eight_devices(eight_device_report, eight_devices_folder):
   result = eight_device_report["cli"]["tiny"]
   assert result["returncode"] == 0, result["stderr"]
