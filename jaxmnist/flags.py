@@ -24,7 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
     super().__init__(allow_abbrev=False, **kwargs)
 
   def error(self, message):
-    if "invalid" in message and "," in message:  # argparse's "argument --epochs: invalid int value: '10,20'"
+    if self.prog.endswith("train") and "," in message.partition(" value: '")[2]:  # "invalid int value: '10,20'"
       message += f": a list, and this setting cannot be swept ({ONLY_SWEEPS})"
     raise UserError(f"{message}. `{self.prog} --help` lists the flags; flags cannot be abbreviated.")
 

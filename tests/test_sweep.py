@@ -142,6 +142,13 @@ def test_a_sweep_that_cannot_train_is_refused_in_one_paragraph(jaxmnist_in_proce
   assert result.returncode == 2 and says in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
+@pytest.mark.parametrize("args", [("trian",), ("serve", ".", "--port=80,81")])
+def test_only_trains_number_flags_hear_about_sweeps(jaxmnist_in_process, args):
+  # argparse's other refusals may hold a comma too (its list of choices); none of them is a sweep.
+  result = jaxmnist_in_process(*args)
+  assert result.returncode == 2 and "cannot be swept" not in result.stderr, result.stderr
+
+
 def test_member_flags_that_name_no_member_are_refused(jaxmnist_in_process, sweep_run, tiny_cli_run, tmp_path):
   image = tmp_path / "seven.png"
   image.write_bytes(serving.drawing(serving.SEVEN))
