@@ -104,10 +104,10 @@ def write_evaluation(trained: train_state.Trained, mnist: data.Mnist, test_logit
   run_dir, dataset = trained.run_dir, datasets.get(trained.config.dataset)
   names = dataset.class_names
   valid, members = None, None
-  if trained.num_members:  # an ensemble's report is its own, a sweep's its best member's; each member is
-    # validated on its own split
-    member_logits, test_logits = test_logits, np.asarray(ensemble.combine(test_logits))
-    member_valid = None if valid_logits is None else [
+  if trained.num_members:  # an ensemble's report is its own, a sweep's (never combined) its best member's
+    member_logits = test_logits
+    test_logits = None if trained.config.sweep else np.asarray(ensemble.combine(member_logits))
+    member_valid = None if valid_logits is None else [  # each member on its own split
         float(np.mean(logits.argmax(-1) == labels)) for logits, labels in zip(valid_logits, valid_labels)]
     members = member_report(trained, member_logits, test_logits, mnist.test_labels, member_valid)
     if "best_member" in members:
