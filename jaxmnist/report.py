@@ -23,9 +23,9 @@ def epoch_row(epoch: int, sums: dict, valid_correct, num_valid: int, seconds: fl
   """metrics.csv's row of an epoch, from the epoch's sums on the host. Many members' row holds their means,
   and under "members" each one's label (configs.member_labels) and own metrics."""
   if labels:
-    members = [{**label, **{name: row[name] for name in MEMBER_METRICS}} for k, label in enumerate(labels)
-               for row in [epoch_row(epoch, {name: sum_[k] for name, sum_ in sums.items()},
-                                     valid_correct[k] if num_valid else None, num_valid, seconds)]]
+    own = [epoch_row(epoch, {name: sum_[k] for name, sum_ in sums.items()}, valid_correct[k] if num_valid else None,
+                     num_valid, seconds) for k in range(len(labels))]
+    members = [{**label, **{name: row[name] for name in MEMBER_METRICS}} for label, row in zip(labels, own)]
     def mean(name):
       return None if num_valid == 0 and name == "valid_accuracy" else float(np.mean([m[name] for m in members]))
     return {"epoch": epoch, **{name: mean(name) for name in MEMBER_METRICS}, "seconds": round(seconds, 4),
