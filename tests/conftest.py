@@ -127,6 +127,14 @@ def jaxmnist_cli(*args, cwd, cache_dir, env=None, timeout=600):
                         check=False)
 
 
+def cli_output(capsys, *args) -> str:
+  """A `jaxmnist` command that succeeds, through the CLI's own main in this process: what it printed."""
+  from jaxmnist import cli  # pylint: disable=g-import-not-at-top
+
+  cli.main([str(a) for a in args])
+  return capsys.readouterr().out
+
+
 @pytest.fixture
 def jaxmnist_in_process(tmp_path, capsys, monkeypatch):
   """`jaxmnist ARGS` through the CLI's own main in this process, in tmp_path with its own data cache.

@@ -22,7 +22,7 @@ from jaxmnist import (checkpoint, configs, ensemble, models, parallel, predict, 
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
 from tests import serving
-from tests.conftest import make_separable
+from tests.conftest import cli_output, make_separable
 
 # Float tolerance between a member and its single-seed run: vmapped matmuls may sum in another order.
 RTOL = 1e-5
@@ -36,14 +36,6 @@ def _members_probabilities(trained, images_uint8):
                                                                train=False)) for k in range(trained.num_members)])
   mean_NxC = members_KxNxC.mean(0)
   return mean_NxC, (members_KxNxC.argmax(-1) == mean_NxC.argmax(-1)).sum(0)
-
-
-def _cli(capsys, *args) -> str:
-  """A `jaxmnist` command that succeeds, through the CLI's own main in this process: what it printed."""
-  from jaxmnist import cli  # pylint: disable=g-import-not-at-top
-
-  cli.main([str(a) for a in args])
-  return capsys.readouterr().out
 
 
 def _assert_close_trees(a, b, rtol=RTOL):
@@ -173,7 +165,7 @@ def test_predict_answers_with_the_ensemble_and_says_how_many_agree(ensemble_run,
   for i, png in enumerate(images):
     paths.append(tmp_path / f"{i}.png")
     paths[-1].write_bytes(png)
-  answer = json.loads(_cli(capsys, "predict", ensemble_run, *paths, "--json"))
+  answer = json.loads(cli_output(capsys, "predict", ensemble_run, *paths, "--json"))
   assert answer["members"] == 2
   trained = train_state.load_trained(ensemble_run)
   from jaxmnist import preprocess  # pylint: disable=g-import-not-at-top
@@ -182,11 +174,12 @@ def test_predict_answers_with_the_ensemble_and_says_how_many_agree(ensemble_run,
     np.testing.assert_allclose(prediction["probabilities"], expected_C, atol=2e-6)
     # (0 is possible: two members torn between two classes can leave a third on top of their mean)
     assert prediction["members_agreeing"] == agreeing_
-  assert "of 2 members agree" in _cli(capsys, "predict", ensemble_run, paths[0])
+  assert "of 2 members agree" in cli_output(capsys, "predict", ensemble_run, paths[0])
 
 
 def test_export_bakes_every_member_into_one_artifact(ensemble_run, tmp_path, capsys):
-  assert "an ensemble of 2 x mlp3" in _cli(capsys, "export", ensemble_run, f"--out={tmp_path / 'ensemble.jaxexport'}")
+  out = cli_output(capsys, "export", ensemble_run, f"--out={tmp_path / 'ensemble.jaxexport'}")
+  assert "an ensemble of 2 x mlp3" in out
   images = make_separable(8, seed=4)[0][..., None]
   logits = np.asarray(jax_export.deserialize(bytearray((tmp_path / "ensemble.jaxexport").read_bytes())).call(images))
   trained = train_state.load_trained(ensemble_run)
@@ -211,8 +204,8 @@ def test_an_ensemble_resumes_bit_identical(ensemble_run, tiny_ensemble_cli_run, 
   for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
     shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
   idx_dir = tiny_ensemble_cli_run.idx_dir
-  out = _cli(capsys, "train", f"--resume={tmp_path / 'run'}", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-             "--no-progress", "--no-evaluate")
+  out = cli_output(capsys, "train", f"--resume={tmp_path / 'run'}", "--source=dir", f"--data-dir={idx_dir}",
+                   "--unverified", "--no-progress", "--no-evaluate")
   assert "resuming from the checkpoint of epoch 1 of 3" in out
   def without_seconds(run):
     return [{k: v for k, v in line.items() if k != "seconds"} for line in report.read_metrics_csv(run / "metrics.csv")]

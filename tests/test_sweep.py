@@ -17,16 +17,9 @@ from jax import export as jax_export
 from jaxmnist import checkpoint, configs, report, serve, train, train_state
 from jaxmnist.configs import PRESETS
 from tests import serving
-from tests.conftest import make_separable
+from tests.conftest import cli_output, make_separable
 
 RTOL = 1e-5  # as for seeds (tests/test_ensemble.py): members run one after another, in one program
-
-
-def _cli(capsys, *args) -> str:
-  from jaxmnist import cli  # pylint: disable=g-import-not-at-top
-
-  cli.main([str(a) for a in args])
-  return capsys.readouterr().out
 
 
 def _rows(run_dir, member=None):
@@ -96,7 +89,7 @@ def test_a_sweep_of_onecycle_weight_decay_and_smoothing_trains_each_member_as_al
 
 def test_evaluate_adds_each_members_test_accuracy_and_reports_the_best(sweep_run, tiny_sweep_cli_run, capsys):
   idx_dir = tiny_sweep_cli_run.idx_dir
-  out = _cli(capsys, "evaluate", sweep_run, "--source=dir", f"--data-dir={idx_dir}", "--unverified")
+  out = cli_output(capsys, "evaluate", sweep_run, "--source=dir", f"--data-dir={idx_dir}", "--unverified")
   summary = json.loads((sweep_run / "summary.json").read_text())
   evaluation = json.loads((sweep_run / "evaluation.json").read_text())
   best = summary["best_member"]
@@ -113,13 +106,13 @@ def test_predict_serve_and_export_use_the_best_member_or_the_one_asked_for(sweep
   path = tmp_path / "seven.png"
   path.write_bytes(serving.drawing(serving.SEVEN))
   summary = json.loads((sweep_run / "summary.json").read_text())
-  best = json.loads(_cli(capsys, "predict", sweep_run, path, "--json"))
+  best = json.loads(cli_output(capsys, "predict", sweep_run, path, "--json"))
   assert best["member"] == summary["best_member"] and best["members"] == 0
-  one = json.loads(_cli(capsys, "predict", sweep_run, path, "--json", "--member=1"))
-  alone = json.loads(_cli(capsys, "predict", tiny_cli_run.run_dir, path, "--json"))
+  one = json.loads(cli_output(capsys, "predict", sweep_run, path, "--json", "--member=1"))
+  alone = json.loads(cli_output(capsys, "predict", tiny_cli_run.run_dir, path, "--json"))
   np.testing.assert_allclose(one["predictions"][0]["probabilities"], alone["predictions"][0]["probabilities"],
                              atol=1e-5)
-  assert "member 1: seed 0, learning_rate 0.1" in _cli(capsys, "export", sweep_run, "--member=1",
+  assert "member 1: seed 0, learning_rate 0.1" in cli_output(capsys, "export", sweep_run, "--member=1",
                                                        f"--out={tmp_path / 'm1.jaxexport'}")
   images = make_separable(8, seed=4)[0][..., None]
   logits = jax_export.deserialize(bytearray((tmp_path / "m1.jaxexport").read_bytes())).call(images)
@@ -167,7 +160,7 @@ def test_a_sweep_resumes_bit_identical(sweep_run, tiny_sweep_cli_run, tmp_path, 
   (tmp_path / "run" / "summary.json").unlink()
   for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
     shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
-  out = _cli(capsys, "train", f"--resume={tmp_path / 'run'}", "--source=dir",
+  out = cli_output(capsys, "train", f"--resume={tmp_path / 'run'}", "--source=dir",
              f"--data-dir={tiny_sweep_cli_run.idx_dir}", "--unverified", "--no-progress", "--no-evaluate")
   assert "resuming from the checkpoint of epoch 1 of 3" in out
   def without_seconds(run):
