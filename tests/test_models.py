@@ -30,23 +30,28 @@ PARAM_COUNTS = {
 }
 
 
-def _init_variables(name, init_scheme="torch", key=jax.random.key(0)):
+@functools.cache  # a CNN's init compiles for ~0.5 s: the tests share it, and never change its variables
+def _init_variables(name, init_scheme="torch"):
   model = models.build_model(name, init_scheme)
-  return model, _jit(model.init)(key, jnp.zeros((1, 28, 28, 1)))
+  return model, _jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
 
 
-def _init(name, init_scheme="torch", key=jax.random.key(0)):
-  model, variables = _init_variables(name, init_scheme, key)
+def _init(name, init_scheme="torch"):
+  model, variables = _init_variables(name, init_scheme)
   return model, variables["params"]
 
 
+def _uniform(shape, seed=0):
+  # Test inputs from numpy: jax.random compiles its sampler for every shape at the default level (0.3-1.4 s each).
+  return np.random.default_rng(seed).uniform(size=shape).astype(np.float32)
+
+
 @pytest.mark.parametrize("name", list(models.MODELS))
-def test_output_shape_and_finite(name, key):
+def test_output_shape_and_finite(name):
   model, variables = _init_variables(name)
-  images = jax.random.uniform(key, (7, 28, 28, 1))
-  logits = _jit(model.apply)(variables, images)
+  logits = np.asarray(_jit(model.apply)(variables, _uniform((7, 28, 28, 1))))
   assert logits.shape == (7, 10)
-  assert bool(jnp.all(jnp.isfinite(logits)))
+  assert np.all(np.isfinite(logits))
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
@@ -82,7 +87,7 @@ def test_flax_init_keeps_zero_biases():
 
 def test_linear_is_one_dense_layer():
   model, params = _init("linear")
-  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  x = _uniform((3, 28, 28, 1), seed=1)
   expected = x.reshape(3, -1) @ params["dense0"]["kernel"] + params["dense0"]["bias"][None, :]
   np.testing.assert_allclose(model.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
 
@@ -90,35 +95,37 @@ def test_linear_is_one_dense_layer():
 @pytest.mark.parametrize("name", ["cnn_wide", "resnet"])
 def test_train_mode_updates_batch_stats_and_eval_mode_uses_them(name, key):
   model, variables = _init_variables(name)
-  images = jax.random.uniform(key, (16, 28, 28, 1))
+  images = _uniform((16, 28, 28, 1))
   assert "batch_stats" in variables
   train_apply = _jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"]))
   logits, updates = train_apply(variables, images, key)
   assert logits.shape == (16, 10)
-  old_mean = variables["batch_stats"]["BatchNorm_0"]["mean"]
-  new_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
-  assert float(jnp.abs(new_mean - old_mean).max()) > 0  # running statistics moved
+  old_mean = np.asarray(variables["batch_stats"]["BatchNorm_0"]["mean"])  # numpy: eager jnp ops compile each
+  new_mean = np.asarray(updates["batch_stats"]["BatchNorm_0"]["mean"])
+  assert float(np.abs(new_mean - old_mean).max()) > 0  # running statistics moved
   # Eval mode needs no dropout key and uses the running statistics, not the batch's: after train mode
   # moved them, eval mode of the new statistics answers otherwise than of the old.
   eval_apply = _jit(lambda v, x: model.apply(v, x, train=False))
-  eval_logits = eval_apply(variables, images)
-  assert float(jnp.abs(eval_apply({**variables, **updates}, images) - eval_logits).max()) > 0
+  eval_logits = np.asarray(eval_apply(variables, images))
+  assert float(np.abs(np.asarray(eval_apply({**variables, **updates}, images)) - eval_logits).max()) > 0
   other, _ = train_apply(variables, images, jax.random.key(9))
-  assert float(jnp.abs(other - logits).max()) > 0  # train mode's dropout is random
+  assert float(np.abs(np.asarray(other) - np.asarray(logits)).max()) > 0  # train mode's dropout is random
 
 
 @pytest.mark.parametrize("size,padding,channels", [(3, "SAME", 5), (5, "VALID", 1), (3, "VALID", 24), (4, "SAME", 2)])
-def test_im2col_convolution_equals_xla_convolution(size, padding, channels, key):
-  x_key, k_key = jax.random.split(key)
-  x = jax.random.normal(x_key, (3, 12, 12, channels))
-  kernel = jax.random.normal(k_key, (size, size, channels, 7))
-  expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(models.conv_im2col(x, kernel, padding), expected, rtol=1e-4, atol=1e-4)
+def test_im2col_convolution_equals_xla_convolution(size, padding, channels):
+  rng = np.random.default_rng(0)  # numpy's normal: jax.random's compiles for each shape (0.5-1.4 s each)
+  x = rng.standard_normal((3, 12, 12, channels), np.float32)
+  kernel = rng.standard_normal((size, size, channels, 7), np.float32)
+  # Each jitted: eager, im2col's K*K slices and concatenation compile one by one.
+  xla = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  im2col = jax.jit(lambda x, k: models.conv_im2col(x, k, padding))
+  np.testing.assert_allclose(im2col(x, kernel), xla(x, kernel), rtol=1e-4, atol=1e-4)
 
 
-def test_fast_cnn_gives_the_same_logits_with_either_convolution(key):
-  model = models.build_model("cnn_fast")
-  images = jax.random.uniform(key, (4, 28, 28, 1))
-  variables = _jit(model.init)(key, images)
+def test_fast_cnn_gives_the_same_logits_with_either_convolution():
+  model, variables = _init_variables("cnn_fast")
+  images = _uniform((4, 28, 28, 1))
   np.testing.assert_allclose(_jit(model.clone(conv_impl="im2col").apply)(variables, images),
                              _jit(model.clone(conv_impl="xla").apply)(variables, images), rtol=1e-4, atol=1e-4)

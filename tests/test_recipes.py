@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmnist import augment, models, steps
+from jaxmnist import augment, models, programs, steps
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import learning_rate_schedule, make_optimizer
 from tests import training_outcomes
@@ -26,7 +26,9 @@ def test_post_presets_train_with_plain_sgd(name):
   model = models.build_model(config.model)
   images, labels = make_separable(16)
   images = jnp.asarray(images[..., None])
-  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  # Jitted at the trainer's init options: eager, every op compiles on its own; at the default level, 1-1.7 s.
+  init = jax.jit(model.init, compiler_options=programs.CPU_INIT_COMPILER_OPTIONS)
+  params = init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   optimizer = make_optimizer(dataclasses.replace(config, epochs=1), 2)  # a whole run: a schedule would move
   step = jax.jit(partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer,
                  label_smoothing=config.label_smoothing, augment=augment.build_augment(config.augment)))
@@ -36,10 +38,12 @@ def test_post_presets_train_with_plain_sgd(name):
     logits = model.apply({"params": p}, images.astype(jnp.float32) / 255.0, train=True)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-  expected = params
+  expected, post_grad = params, jax.jit(jax.grad(post_loss))
   for i in range(2):
     state, _ = step(state, images, labels, jnp.ones(len(labels)), jax.random.key(i + 1))
-    expected = jax.tree.map(lambda w, g: w - config.learning_rate * g, expected, jax.grad(post_loss)(expected))
+    # The update in numpy (float32): eager jax would compile each leaf's multiply and subtract.
+    expected = jax.tree.map(lambda w, g: np.asarray(w) - np.float32(config.learning_rate) * np.asarray(g), expected,
+                            post_grad(expected))
     jax.tree.map(partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7), state.params, expected)
 
 
@@ -84,10 +88,11 @@ def test_label_smoothing_matches_hand_computed_value():
   np.testing.assert_allclose(steps.cross_entropy_loss(logits, labels, jnp.ones(1), a), expected, rtol=1e-6)
 
 
+# The augmentations jitted, as the training step runs them: eager, every op of them compiles on its own.
 def test_random_shift_moves_images_without_changing_them():
-  image = jnp.zeros((1, 28, 28, 1)).at[0, 10:14, 10:14, 0].set(1.0)
-  images = jnp.repeat(image, 64, axis=0)
-  shifted = augment.random_shift(jax.random.key(0), images, max_shift=2)
+  images = np.zeros((64, 28, 28, 1), np.float32)
+  images[:, 10:14, 10:14, 0] = 1.0
+  shifted = np.asarray(jax.jit(partial(augment.random_shift, max_shift=2))(jax.random.key(0), images))
   assert shifted.shape == images.shape
   np.testing.assert_allclose(shifted.sum(axis=(1, 2, 3)), 16.0)  # the square stays whole
   offsets = {tuple(np.argwhere(np.asarray(s[..., 0]))[0]) for s in shifted}
@@ -95,11 +100,12 @@ def test_random_shift_moves_images_without_changing_them():
 
 
 def test_random_affine_with_no_range_is_the_identity_and_otherwise_warps():
-  images = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
-  identity = augment.random_affine(jax.random.key(2), images, max_degrees=0.0, max_scale=0.0, max_shift=0.0)
+  images = np.random.default_rng(1).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+  no_range = partial(augment.random_affine, max_degrees=0.0, max_scale=0.0, max_shift=0.0)
+  identity = jax.jit(no_range)(jax.random.key(2), images)
   np.testing.assert_allclose(identity, images, atol=1e-5)
-  warped = augment.random_affine(jax.random.key(2), images)
-  assert warped.shape == images.shape and float(jnp.abs(warped - images).mean()) > 0.01
+  warped = np.asarray(jax.jit(augment.random_affine)(jax.random.key(2), images))
+  assert warped.shape == images.shape and float(np.abs(warped - images).mean()) > 0.01
 
 
 # Shifts of 2 px move one toy class onto the next, so augmentation is tested on the wider net only.

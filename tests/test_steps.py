@@ -1,6 +1,7 @@
 """The functional core: loss, accuracy counting, padding, learning, and compiling once."""
 
 import math
+from functools import partial
 
 import chex
 import jax
@@ -41,8 +42,8 @@ def test_counts_are_of_examples_not_averages_of_batch_means():
   params = {"dense0": {"kernel": jnp.zeros((784, 10)), "bias": jnp.arange(10.0)}}  # always predicts 9
   images = jnp.zeros((5, 28, 28, 1), jnp.uint8)
   labels = np.array([9, 9, 9, 0, 1], np.int32)
-  logits = steps.eval_logits({"params": params}, images, jnp.arange(5, dtype=jnp.int32), batch_size=2,
-                             apply_fn=model.apply)
+  logits = jax.jit(partial(steps.eval_logits, batch_size=2, apply_fn=model.apply))(
+      {"params": params}, images, jnp.arange(5, dtype=jnp.int32))
   assert logits.shape == (5, 10)  # the padding of the last batch is cut off
   assert int(programs.correct_counts(np.asarray(logits), labels)) == 3
 
@@ -54,10 +55,13 @@ def test_padded_batches_keep_shape_and_mark_padding():
   np.testing.assert_array_equal(indices[:2], [[0, 1], [2, 3]])
 
 
+# Jitted, as the trainer runs them: eager, every op compiles on its own. The init at the trainer's options (the
+# default level spends a second on its random-number code).
 def _setup(name="mlp3", lr=0.1, key=jax.random.key(0)):
   model = models.build_model(name)
   optimizer = optax.sgd(lr)
-  params = model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+  params = jax.jit(model.init, compiler_options=programs.CPU_INIT_COMPILER_OPTIONS)(key, jnp.zeros((1, 28, 28, 1)))
+  params = params["params"]
   return model, optimizer, steps.create_train_state(params, optimizer)
 
 
@@ -97,11 +101,10 @@ def test_epoch_visits_every_training_example_once():
   images, labels = make_separable(50)
   model, optimizer, state = _setup("linear", lr=0.0)  # lr 0: the model does not change within the epoch
   train_indices = jnp.arange(0, 50, 2, dtype=jnp.int32)  # 25 examples, batches of 8
-  _, sums = steps.train_epoch(state, jnp.asarray(images[..., None]), jnp.asarray(labels), train_indices,
-                              jax.random.key(3), batch_size=8, apply_fn=model.apply,
-                              optimizer=optimizer)
-  logits = steps.eval_logits(steps.eval_variables(state), jnp.asarray(images[..., None]), train_indices,
-                             batch_size=8, apply_fn=model.apply)
+  _, sums = jax.jit(partial(steps.train_epoch, batch_size=8, apply_fn=model.apply, optimizer=optimizer))(
+      state, jnp.asarray(images[..., None]), jnp.asarray(labels), train_indices, jax.random.key(3))
+  logits = jax.jit(partial(steps.eval_logits, batch_size=8, apply_fn=model.apply))(
+      steps.eval_variables(state), jnp.asarray(images[..., None]), train_indices)
   correct = programs.correct_counts(np.asarray(logits), labels[np.asarray(train_indices)])
   assert float(sums["count"]) == 25.0
   assert float(sums["correct"]) == float(correct)
@@ -115,8 +118,8 @@ def test_golden_first_step():
   """
   images, labels = make_separable(16)
   model, optimizer, state = _setup("mlp2", lr=0.01)
-  state, metrics = steps.train_step(state, jnp.asarray(images[..., None]), jnp.asarray(labels),
-                                    jnp.ones(16), apply_fn=model.apply, optimizer=optimizer)
+  state, metrics = jax.jit(partial(steps.train_step, apply_fn=model.apply, optimizer=optimizer))(
+      state, jnp.asarray(images[..., None]), jnp.asarray(labels), jnp.ones(16))
   loss = float(metrics["loss_sum"]) / 16
   kernel_sum = float(jnp.sum(state.params["dense1"]["kernel"]))
   print(f"golden values: loss={loss:.6f} kernel_sum={kernel_sum:.6f}")
