@@ -222,17 +222,6 @@ def tiny_sweep_cli_run() -> TrainedRun:
   return _train_tiny("tiny-sweep-run", "--lr=0.05,0.1")
 
 
-@pytest.fixture(scope="session")
-def tiny_server(tiny_cli_run):
-  """`jaxmnist serve` of tiny_cli_run, started once for the session: tests/test_serve.py's API tests and
-  tests/test_browser.py's page read it (each start loads the run and compiles its forward pass, seconds)."""
-  from tests import serving  # pylint: disable=g-import-not-at-top
-
-  running = serving.Server(tiny_cli_run.run_dir, tiny_cli_run.run_dir.parent / "cache")
-  yield running
-  assert running.stop() == 130 and "stopped." in "".join(running.stderr)  # Ctrl-C: a clean stop
-
-
 def _real_pypi_run() -> tuple[Path, subprocess.CompletedProcess]:
   return built_once("real", lambda tmp: jaxmnist_cli(
       "train", "--model=linear", "--epochs=1", "--lr=0.1", "--source=pypi", "--workdir=run", "--no-progress",
@@ -265,8 +254,6 @@ CNN_ARGS = ("train", "--model=cnn", "--workdir=run", "--no-progress")
 NEEDS_CNN = pytest.StashKey[bool]()
 
 
-# Session fixtures that are running processes, which a parallel session's workers cannot share.
-ONE_WORKER_FIXTURES = ("cnn_run", "tiny_server")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -95,8 +95,8 @@ def predictions(page) -> int:
   return int(page.get_attribute("#bars", "data-predictions"))
 
 
-def test_drawing_shows_probabilities_while_drawing_and_clear_resets_them(tiny_server, open_page):
-  page = open_page(tiny_server)
+def test_drawing_shows_probabilities_while_drawing_and_clear_resets_them(cnn_server, open_page):
+  page = open_page(cnn_server)
   box = page.locator("#pad").bounding_box()
   page.mouse.move(box["x"] + 140, box["y"] + 40)
   page.mouse.down()

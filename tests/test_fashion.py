@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from jaxmnist import cli, data, datasets, idx, interpret, predict, report, runs, serve, sources, train_state
 from jaxmnist.errors import DataError, UserError
 from tests import training_outcomes
-from tests.conftest import jaxmnist_cli, write_idx_dir
+from tests.conftest import cli_output, write_idx_dir
 from tests.test_interpret import assert_accuracy_picture, read_png, template_signs
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -175,19 +175,21 @@ def test_fashion_mnist_refuses_the_mnist_files(real_cache_dir, jaxmnist_in_proce
   assert_one_paragraph(result, "holds MNIST, not Fashion-MNIST", "--dataset=mnist")
 
 
-def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path):
-  # training_outcomes.real_fashion_linear's settings, through the CLI, evaluation report included.
-  result = jaxmnist_cli("train", "--dataset=fashion_mnist", "--model=linear", "--epochs=1", "--lr=0.1",
-                        "--workdir=run", "--no-progress", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 0, result.stderr
-  assert "data: Fashion-MNIST from Debian package dataset-fashion-mnist" in result.stdout
-  assert "post" not in result.stdout  # the post's numbers are MNIST's
+def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path, capsys, monkeypatch):
+  # training_outcomes.real_fashion_linear's settings, through the CLI's main (in this process), evaluation
+  # report included.
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
+  stdout = cli_output(capsys, "train", "--dataset=fashion_mnist", "--model=linear", "--epochs=1", "--lr=0.1",
+                      "--workdir=run", "--no-progress")
+  assert "data: Fashion-MNIST from Debian package dataset-fashion-mnist" in stdout
+  assert "post" not in stdout  # the post's numbers are MNIST's
   run_dir = tmp_path / "run"
   summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["dataset"] == summary["config"]["dataset"] == "fashion_mnist" and summary["data_verified"]
   evaluation = json.loads((run_dir / "evaluation.json").read_text())
   assert [row["class"] for row in evaluation["test"]["per_class"]] == list(NAMES)
-  assert "| Ankle boot |" in result.stdout
+  assert "| Ankle boot |" in stdout
   # The run's curves, without the post's line; the post's numbers are MNIST's.
   assert_accuracy_picture(run_dir / "accuracy.png", report.read_metrics_csv(run_dir / "metrics.csv"), None)
   # weights.png shows the model's weights, panel k class k's (red: positive) ...
@@ -280,11 +282,9 @@ def picture(tmp_path_factory):
   return path
 
 
-def test_predict_json_names_the_classes(fashion_run, picture, tmp_path):
+def test_predict_json_names_the_classes(fashion_run, picture, capsys):
   run_dir, _, _ = fashion_run
-  result = jaxmnist_cli("predict", run_dir, picture, "--json", cwd=tmp_path, cache_dir=tmp_path / "cache")
-  assert result.returncode == 0, result.stderr
-  answer = json.loads(result.stdout)
+  answer = json.loads(cli_output(capsys, "predict", run_dir, picture, "--json"))
   assert answer["dataset"] == "fashion_mnist" and answer["class_names"] == list(NAMES)
   (prediction,) = answer["predictions"]
   assert prediction["prediction"] == NAMES[prediction["class_index"]] == prediction["top"][0]["class"]

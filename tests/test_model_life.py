@@ -9,10 +9,20 @@ import pytest
 
 from jaxmnist import data, evaluate, train_state
 from tests import agreement, training_outcomes
-from tests.conftest import jaxmnist_cli
+from tests.conftest import cli_output
 from tests.test_export import _run_in_fresh_python  # pylint: disable=protected-access
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def jaxmnist(capsys, monkeypatch, real_cache_dir, tmp_path):
+  """`jaxmnist ARGS` that succeeds, through the CLI's own main in this process, in tmp_path, reading real MNIST
+  from the session's cache: what it printed. (No start-up and import of jax a command: that a process exits as
+  main does is tests/test_cli.py's to show.)"""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(real_cache_dir))
+  return lambda *args: cli_output(capsys, *args)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +59,9 @@ def test_training_ends_with_the_evaluation_report(cnn_run, checkpoint_logits, re
   assert "| class | precision | recall |" in result.stdout
 
 
-def test_evaluate_command_agrees_with_the_summary(cnn_run, checkpoint_logits, real_mnist, real_cache_dir, tmp_path):
+def test_evaluate_command_agrees_with_the_summary(cnn_run, checkpoint_logits, real_mnist, jaxmnist):
   run_dir, _ = cnn_run
-  result = jaxmnist_cli("evaluate", run_dir, cwd=tmp_path, cache_dir=real_cache_dir)
-  assert result.returncode == 0, result.stderr
+  stdout = jaxmnist("evaluate", run_dir)
   summary = json.loads((run_dir / "summary.json").read_text())
   accuracy = json.loads((run_dir / "evaluation.json").read_text())["test"]["accuracy"]  # the command's
   agreement.assert_same_count(agreement.correct_count(accuracy, 10000), checkpoint_logits[0], real_mnist.test_labels,
@@ -60,7 +69,7 @@ def test_evaluate_command_agrees_with_the_summary(cnn_run, checkpoint_logits, re
   # Training and evaluate count with the same compiled program on this machine (jaxmnist.programs): the same
   # count, and the command says so.
   assert accuracy == summary["test_accuracy"]
-  assert f"(the same as summary.json's test accuracy, {summary['test_accuracy']:.4f})" in result.stdout
+  assert f"(the same as summary.json's test accuracy, {summary['test_accuracy']:.4f})" in stdout
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +78,10 @@ def rendered(real_mnist, tmp_path_factory):
   return training_outcomes.rendered_digits(real_mnist, tmp_path_factory.mktemp("rendered"))
 
 
-def test_predict_reads_rendered_test_digits(cnn_run, real_cache_dir, rendered, tmp_path):
+def test_predict_reads_rendered_test_digits(cnn_run, rendered, jaxmnist):
   run_dir, _ = cnn_run
   paths, labels = rendered
-  result = jaxmnist_cli("predict", run_dir, *paths, "--json", cwd=tmp_path, cache_dir=real_cache_dir)
-  assert result.returncode == 0, result.stderr
-  predictions = json.loads(result.stdout)["predictions"]
+  predictions = json.loads(jaxmnist("predict", run_dir, *paths, "--json"))["predictions"]
   assert [p["image"] for p in predictions] == [str(p) for p in paths]
   for p in predictions:
     assert len(p["top"]) == 3 and abs(sum(p["probabilities"]) - 1) < 1e-4
@@ -84,20 +91,19 @@ def test_predict_reads_rendered_test_digits(cnn_run, real_cache_dir, rendered, t
   training_outcomes.assert_clears("real_cnn", {"rendered_accuracy": float(correct.mean())})
 
 
-def test_predict_prints_the_digit_and_top_3(cnn_run, real_cache_dir, rendered, tmp_path):
+def test_predict_prints_the_digit_and_top_3(cnn_run, rendered, jaxmnist):
   run_dir, _ = cnn_run
   paths, labels = rendered
-  result = jaxmnist_cli("predict", run_dir, paths[0], cwd=tmp_path, cache_dir=real_cache_dir)
-  assert result.returncode == 0, result.stderr
-  assert result.stdout.startswith(f"{paths[0]}: {labels[0]}   ({labels[0]}: ")
-  assert result.stdout.count(": ") == 4  # the file, then three classes with their probabilities
+  stdout = jaxmnist("predict", run_dir, paths[0])
+  assert stdout.startswith(f"{paths[0]}: {labels[0]}   ({labels[0]}: ")
+  assert stdout.count(": ") == 4  # the file, then three classes with their probabilities
 
 
-def test_predict_refuses_a_bad_image_naming_the_file(cnn_run, real_cache_dir, tmp_path):
-  """Through the process boundary: exit 2, one paragraph, no traceback. (Every kind of bad picture, and its
-  message, is tests/test_preprocess.py's.)"""
+def test_predict_refuses_a_bad_image_naming_the_file(cnn_run, tmp_path, jaxmnist_in_process):
+  """Exit 2, one paragraph, no traceback. (Every kind of bad picture, and its message, is
+  tests/test_preprocess.py's; that the process's exit code and stderr are main's, tests/test_cli.py's.)"""
   (tmp_path / "notes.png").write_text("not an image\n")
-  result = jaxmnist_cli("predict", cnn_run[0], "notes.png", cwd=tmp_path, cache_dir=real_cache_dir)
+  result = jaxmnist_in_process("predict", cnn_run[0], "notes.png")
   assert result.returncode == 2, result.stderr
   assert "notes.png" in result.stderr and "is not an image" in result.stderr.lower(), result.stderr
   assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -119,12 +125,10 @@ def test_export_into_a_folder_that_does_not_exist_is_refused(tiny_cli_run, tmp_p
   assert not out.parent.exists()
 
 
-def test_exported_model_runs_in_a_fresh_process_and_matches_the_checkpoint(cnn_run, checkpoint_logits, real_cache_dir,
-                                                                          real_mnist, tmp_path):
+def test_exported_model_runs_in_a_fresh_process_and_matches_the_checkpoint(cnn_run, checkpoint_logits, real_mnist,
+                                                                          jaxmnist, tmp_path):
   run_dir, _ = cnn_run
-  result = jaxmnist_cli("export", run_dir, f"--out={tmp_path / 'cnn.jaxexport'}", cwd=tmp_path,
-                        cache_dir=real_cache_dir)
-  assert result.returncode == 0, result.stderr
+  jaxmnist("export", run_dir, f"--out={tmp_path / 'cnn.jaxexport'}")
   chunks = {f"c{i:02d}": real_mnist.test_images[i:i + 1000] for i in range(0, 10000, 1000)}
   child, logits = _run_in_fresh_python(tmp_path / "cnn.jaxexport", chunks, tmp_path)
   assert not child["jaxmnist_importable"] and "flax" not in child["loaded"]

@@ -7,7 +7,9 @@ belongs to the process (its compiled-program cache, a signal). They share that c
 run compiles. What comes after a run (evaluate, resume) runs in-process, through `cli.main`.
 """
 
+import contextlib
 import datetime
+import io
 import os
 import re
 import shutil
@@ -109,11 +111,16 @@ def test_without_workdir_a_run_goes_to_runs_model_date_time(first_run):
 
 @pytest.fixture(scope="module")
 def fashion_run(first_run, tmp_path_factory) -> tuple[Path, str]:
-  """The same files read as Fashion-MNIST (--unverified takes them as either), no --workdir: (cwd, stdout)."""
+  """The same files read as Fashion-MNIST (--unverified takes them as either), no --workdir, through the CLI's
+  main in this process (what it tests needs no process of its own): (cwd, stdout)."""
   cwd = tmp_path_factory.mktemp("fashion-run")
-  result = _train(cwd, first_run.idx_dir, first_run.cache_dir, *MLP3_SHORT, "--dataset=fashion_mnist", "--epochs=1",
-                  "--checkpoint-every=0")
-  return cwd, result.stdout
+  stdout = io.StringIO()
+  with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
+    patch.chdir(cwd)
+    patch.setenv("JAXMNIST_CACHE_DIR", str(first_run.cache_dir))
+    cli.main(["train", *_train_command(first_run.idx_dir, *MLP3_SHORT, "--dataset=fashion_mnist", "--epochs=1",
+                                       "--checkpoint-every=0")[3:]])  # the flags after `python -m jaxmnist.train`
+  return cwd, stdout.getvalue()
 
 
 def test_the_default_run_directory_names_a_dataset_other_than_mnist(fashion_run):
@@ -158,11 +165,9 @@ def _assert_no_post_numbers(stdout: str, epochs: int) -> None:
   assert "post" not in stdout
 
 
-def test_another_preset_of_the_posts_net_is_not_set_beside_the_posts_numbers(first_run, tmp_path):
+def test_another_preset_of_the_posts_net_is_not_set_beside_the_posts_numbers(tiny_cli_run):
   # `tiny` trains the post's mlp3 net, but not with the post's set-up.
-  result = _train(tmp_path, first_run.idx_dir, first_run.cache_dir, "--model=tiny", "--epochs=1",
-                  "--checkpoint-every=0", "--workdir=run")
-  _assert_no_post_numbers(result.stdout, epochs=1)
+  _assert_no_post_numbers(tiny_cli_run.result.stdout, epochs=3)
 
 
 def test_fashion_mnist_is_not_set_beside_the_posts_numbers(fashion_run):

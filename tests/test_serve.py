@@ -32,8 +32,12 @@ def tiny_run(tiny_cli_run):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_server):
-  return tiny_server  # conftest's, shared with tests/test_browser.py; it checks the clean stop at the session's end
+def server(tiny_cli_run):
+  """`jaxmnist serve` of tiny_cli_run, started once for this file (each start loads the run and compiles its
+  forward pass, seconds); at the end, Ctrl-C must stop it cleanly."""
+  running = serving.Server(tiny_cli_run.run_dir, tiny_cli_run.run_dir.parent / "cache")
+  yield running
+  assert running.stop() == 130 and "stopped." in "".join(running.stderr)
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:

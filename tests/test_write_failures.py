@@ -18,6 +18,7 @@ import pytest
 
 from jaxmnist import checkpoint, report
 from jaxmnist.configs import PRESETS
+from tests.conftest import cli_output
 from tests.test_cli import REPO_ROOT
 
 DISK_KB = 1200  # config.json, metrics.csv and one `tiny` checkpoint (~0.95 MB) fit; a second does not
@@ -64,7 +65,8 @@ def _partial_files(run_dir):
 
 
 @needs_namespaces
-def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(tmp_path, idx_dir):
+def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(tmp_path, idx_dir, monkeypatch,
+                                                                               capsys):
   train = _jaxmnist("train", "--model=tiny", "--no-progress", "--no-evaluate", *_data_flags(idx_dir),
                     "--workdir=disk/run")
   # The tmpfs is gone when the namespace ends: copy out what the failed run kept, as a person would
@@ -81,28 +83,27 @@ def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(
   assert len(report.read_metrics_csv(kept / "metrics.csv")) == 3 and not _partial_files(kept)
   assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["1"]
 
-  resumed = subprocess.run(shlex.split(_jaxmnist("train", "--resume=kept", "--no-progress", "--no-evaluate",
-                                                 *_data_flags(idx_dir))),
-                           cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu",
-                                              "JAXMNIST_CACHE_DIR": str(tmp_path / "cache")},
-                           capture_output=True, text=True, timeout=300, check=False)
-  assert resumed.returncode == 0, resumed.stderr
-  assert "resuming from the checkpoint of epoch 1 of 3" in resumed.stdout
+  # The resume, on a disk with room, through the CLI's main in this process (it needs no process of its own).
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
+  resumed = cli_output(capsys, "train", "--resume=kept", "--no-progress", "--no-evaluate", *_data_flags(idx_dir))
+  assert "resuming from the checkpoint of epoch 1 of 3" in resumed
   summary = json.loads((kept / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["resumed_from_epoch"] == 1
   assert [row["epoch"] for row in report.read_metrics_csv(kept / "metrics.csv")] == [1, 2, 3]
 
 
 @needs_namespaces
-def test_a_read_only_folder_stops_evaluate_and_export_with_one_paragraph(tmp_path, idx_dir):
-  train = _jaxmnist("train", "--model=tiny", "--epochs=1", "--no-progress", "--no-evaluate", *_data_flags(idx_dir),
-                    "--workdir=disk/run")
-  evaluate = _jaxmnist("evaluate", "disk/run", *_data_flags(idx_dir))
+def test_a_read_only_folder_stops_evaluate_and_export_with_one_paragraph(tmp_path, tiny_cli_run):
+  # The session's tiny run copied onto the small disk, less the report that evaluate must write; then the disk
+  # turns read-only.
+  evaluate = _jaxmnist("evaluate", "disk/run", *_data_flags(tiny_cli_run.idx_dir))
   export = _jaxmnist("export", "disk/run")
-  script = (f"{train} >/dev/null && mount -o remount,ro disk && "
+  script = (f"cp -a {shlex.quote(str(tiny_cli_run.run_dir))} disk/run && rm disk/run/evaluation.json && "
+            f"mount -o remount,ro disk && "
             f"{{ {evaluate} 2>evaluate.txt; echo $? > evaluate_code.txt; {export} 2>export.txt; echo $? > export_code.txt; }}"
             f"; cp -a disk/run kept")
-  result = _on_a_small_disk(tmp_path, script, size_kb=4096)
+  result = _on_a_small_disk(tmp_path, script, size_kb=16384)
   assert result.returncode == 0, result.stderr
   for command, fix in (("evaluate", "then write the report with `jaxmnist evaluate disk/run`"),
                        ("export", "or choose another --out, and export again")):
