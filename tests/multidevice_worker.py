@@ -95,7 +95,7 @@ def cli_runs(folder: Path) -> dict:
 
   idx_dir = write_idx_dir(folder / "idx")
   common = ["train", "--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified", "--model=tiny"]
-  runs = {"tiny": [f"--workdir={folder / 'tiny'}"], "ensemble_of_8": ["--seeds=8", f"--workdir={folder / 'ensemble'}"],
+  runs = {"tiny": ["--no-evaluate", f"--workdir={folder / 'tiny'}"], "ensemble_of_8": ["--seeds=8", f"--workdir={folder / 'ensemble'}"],
           "batch_30": ["--batch-size=30", f"--workdir={folder / 'batch30'}"],
           "sweep_of_8": ["--lr=0.05,0.1", "--seeds=4", "--no-evaluate", f"--workdir={folder / 'sweep'}"],
           "two_of_eight": ["--num-devices=2", "--epochs=1", "--no-evaluate", f"--workdir={folder / 'two'}"]}

@@ -47,11 +47,6 @@ def _signalled(tmp_path, idx_dir, moment, signal_name, *extra, xla_flags=""):
                         capture_output=True, text=True, timeout=300, check=False)
 
 
-def _run(tmp_path, idx_dir, *extra, xla_flags=""):
-  return subprocess.run([sys.executable, "-m", "jaxmnist.cli", *_train_args(idx_dir, *extra)], cwd=tmp_path,
-                        env=_env(tmp_path, xla_flags), capture_output=True, text=True, timeout=300, check=False)
-
-
 def _in_process(cwd: Path, idx_dir, *extra) -> subprocess.CompletedProcess:
   """`jaxmnist train` through the CLI's own main in this process (one device), run in `cwd`: what no
   signal or device count needs a process of its own for."""
@@ -170,34 +165,25 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(unint
   _assert_same_run(tmp_path / "run", reference)
 
 
-def _assert_finished_on(run_dir: Path, num_devices: int) -> None:
-  summary = json.loads((run_dir / "summary.json").read_text())
-  assert summary["status"] == "finished" and summary["num_devices"] == num_devices
-  assert summary["epochs_completed"] == EPOCHS and summary["resumed_from_epoch"] == EVERY
-  assert [r["epoch"] for r in report.read_metrics_csv(run_dir / "metrics.csv")] == list(range(1, EPOCHS + 1))
-
-
-def test_a_run_stopped_on_eight_devices_resumes_on_one(tmp_path, idx_dir):
-  stopped = _signalled(tmp_path, idx_dir, "saved:1", "INT", *RUN, "--workdir=run", xla_flags=EIGHT_DEVICES)
-  assert stopped.returncode == 130, stopped.stderr
-  assert "devices: 8 x cpu" in stopped.stdout
-  result = _in_process(tmp_path, idx_dir, "--resume=run")
-  assert result.returncode == 0, result.stderr
-  assert "devices: 1 x cpu" in result.stdout
-  _assert_finished_on(tmp_path / "run", 1)
-
-
-def test_a_run_saved_on_one_device_resumes_on_eight(uninterrupted, tmp_path):
-  # The module's one-device run, as if killed after its first checkpoint: the rest on 8 devices.
+def test_a_run_saved_on_one_device_resumes_on_eight_and_stopped_there_resumes_on_one(uninterrupted, tmp_path):
+  # The module's one-device run, as if killed after its first checkpoint: resumed on 8 devices, which a Ctrl-C
+  # stops once they have saved the next; then the rest on one device again.
   reference, idx_dir = uninterrupted
   shutil.copytree(reference, tmp_path / "run")
   (tmp_path / "run" / "summary.json").unlink()
   for epoch in checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR)[1:]:
     shutil.rmtree(tmp_path / "run" / checkpoint.CHECKPOINT_DIR / str(epoch))
-  result = _run(tmp_path, idx_dir, "--resume=run", xla_flags=EIGHT_DEVICES)
+  stopped = _signalled(tmp_path, idx_dir, "saved:1", "INT", "--resume=run", xla_flags=EIGHT_DEVICES)
+  assert stopped.returncode == 130, stopped.stderr
+  assert "devices: 8 x cpu" in stopped.stdout and f"resuming from the checkpoint of epoch {EVERY}" in stopped.stdout
+  assert checkpoint.saved_epochs(tmp_path / "run" / checkpoint.CHECKPOINT_DIR) == [EVERY, 2 * EVERY]
+  result = _in_process(tmp_path, idx_dir, "--resume=run")
   assert result.returncode == 0, result.stderr
-  assert "devices: 8 x cpu" in result.stdout
-  _assert_finished_on(tmp_path / "run", 8)
+  assert "devices: 1 x cpu" in result.stdout and f"resuming from the checkpoint of epoch {2 * EVERY}" in result.stdout
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["num_devices"] == 1
+  assert summary["epochs_completed"] == EPOCHS and summary["resumed_from_epoch"] == 2 * EVERY
+  assert [r["epoch"] for r in report.read_metrics_csv(tmp_path / "run" / "metrics.csv")] == list(range(1, EPOCHS + 1))
 
 
 @pytest.fixture

@@ -164,16 +164,18 @@ def test_compiled_program_cache_is_capped(cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("value, expect_cache", [("0", False), ("lots", None)])
-def test_compiled_program_cache_setting(cli, tmp_path, monkeypatch, value, expect_cache):
+def test_compiled_program_cache_setting(train_in_process, tmp_path, monkeypatch, value, expect_cache):
+  # In this process: 0 leaves jax's settings as they are (a cache it opened would be tmp_path's, and show), and
+  # a refusal comes before any.
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # the session's shared cache: this test needs its own
   monkeypatch.setenv("JAXMNIST_XLA_CACHE_MB", value)
-  result = cli("--model=tiny", "--epochs=1", "--workdir=run")
+  result = train_in_process("--model=tiny", "--epochs=1", "--no-evaluate", "--workdir=run")
   if expect_cache is None:  # not a number: one paragraph, exit 2, nothing trained
     assert result.returncode == 2 and "JAXMNIST_XLA_CACHE_MB='lots' is not a size" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "summary.json").exists()
   else:  # 0 turns the cache off
     assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "cache" / "xla").exists()
+    assert (tmp_path / "run" / "summary.json").is_file() and not (tmp_path / "cache" / "xla").exists()
 
 
 def test_jaxs_own_compilation_cache_variable_is_followed(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from jaxmnist import (checkpoint, configs, ensemble, models, parallel, predict, programs, report, serve, steps, train,
+from jaxmnist import (checkpoint, configs, ensemble, models, parallel, predict, programs, report, serve, steps,
                       train_state)
 from jaxmnist.configs import PRESETS
 from jaxmnist.optimizer import make_optimizer
@@ -46,20 +46,7 @@ def _assert_close_trees(a, b, rtol=RTOL):
 
 # ---- the vmapped epoch, in process, on every kind of model and loop ------------------------------------
 
-def test_train_and_evaluate_trains_each_member_as_its_seed_alone(tiny_mnist, tmp_path):
-  # Through the whole training path: the split, the schedule's length (steps per epoch), the rows.
-  config = dataclasses.replace(PRESETS["tiny"], optimizer="adam", schedule="onecycle_torch", learning_rate=0.01,
-                               epochs=2, checkpoint_every=0)
-  together = train.train_and_evaluate(dataclasses.replace(config, seeds=(0, 2)), tmp_path / "together", tiny_mnist,
-                                      progress=False)
-  # Member 1 (seed 2) against seed 2 alone: the CLI test below checks a member 0 against its seed.
-  alone = train.train_and_evaluate(dataclasses.replace(config, seed=2), tmp_path / "seed2", tiny_mnist, progress=False)
-  rows = report.read_metrics_csv(tmp_path / "seed2" / "metrics.csv")
-  member = [line for line in report.read_metrics_csv(tmp_path / "together" / "metrics.csv") if line["seed"] == 2]
-  for name in ("train_loss", "train_accuracy", "valid_accuracy"):
-    assert [m[name] for m in member] == pytest.approx([r[name] for r in rows], rel=RTOL, abs=1e-6), name
-  assert together["members"][1]["test_accuracy"] == alone["test_accuracy"]
-
+# (Through train_and_evaluate, a grid of values and seeds against members trained alone: tests/test_sweep.py.)
 
 def test_each_member_trains_as_its_seed_does_alone(monkeypatch):
   # BatchNorm, dropout, shifts and label smoothing (cnn_wide's recipe on a narrow net that compiles in a

@@ -67,24 +67,26 @@ def test_the_run_says_its_members_values_and_sorts_its_table_by_validation(sweep
   assert listed == sorted(valid, reverse=True) and "<- best" in table[2] and "test" not in table[1]
 
 
-def test_a_sweep_of_onecycle_weight_decay_and_smoothing_trains_each_member_as_alone(tiny_mnist, tmp_path):
-  # SGD with momentum under fastai's one-cycle: the peak, the decay (0 in some members: the same update as
-  # none) and the smoothing (0 in some: the one-hot target) swept together, 8 members.
+def test_a_grid_of_onecycle_weight_decay_smoothing_and_seeds_trains_each_member_as_alone(tiny_mnist, tmp_path):
+  # Through the whole training path (each member's split, its schedule's length, its rows): SGD with momentum
+  # under fastai's one-cycle, the peak, the decay (0 in some members: the same update as none) and the
+  # smoothing (0 in some: the one-hot target) swept together, times the seeds 0 and 2: 16 members.
   config = dataclasses.replace(PRESETS["tiny"], schedule="onecycle", momentum=0.9, learning_rate=0.01, epochs=2,
-                               checkpoint_every=0)
+                               checkpoint_every=0, seeds=(0, 2))
   sweep = dataclasses.replace(config, sweep=(("learning_rate", (0.01, 0.03)), ("weight_decay", (0.0, 5e-4)),
                                              ("label_smoothing", (0.0, 0.1))))
   together = train.train_and_evaluate(sweep, tmp_path / "sweep", tiny_mnist, progress=False)
   members = configs.member_configs(sweep)
-  assert [(m.learning_rate, m.weight_decay, m.label_smoothing) for m in members[::7]] == [(0.01, 0, 0),
-                                                                                         (0.03, 5e-4, 0.1)]
-  for k in (0, 7):  # all values at their first, and at their last: 0 under a structure built for more
-    train.train_and_evaluate(members[k], tmp_path / str(k), tiny_mnist, progress=False)
+  assert [(m.learning_rate, m.weight_decay, m.label_smoothing, m.seed) for m in members[::15]] == [
+      (0.01, 0, 0, 0), (0.03, 5e-4, 0.1, 2)]
+  for k in (0, 15):  # all values at their first and seed 0; at their last (0 under a structure built for more), seed 2
+    alone = train.train_and_evaluate(members[k], tmp_path / str(k), tiny_mnist, progress=False)
     for line, row in zip(_rows(tmp_path / "sweep", k), _rows(tmp_path / str(k)), strict=True):
       for name in ("train_loss", "train_accuracy", "valid_accuracy"):
         assert line[name] == pytest.approx(row[name], rel=RTOL, abs=1e-6), (k, name)
+    assert together["members"][k]["test_accuracy"] == alone["test_accuracy"]
   losses = [m["train_loss"] for m in together["members"]]
-  assert len(set(losses)) == 8  # every value changed its member's training
+  assert len(set(losses)) == 16  # every value and seed changed its member's training
 
 
 def test_evaluate_adds_each_members_test_accuracy_and_reports_the_best(sweep_run, tiny_sweep_cli_run, capsys):
