@@ -25,7 +25,7 @@ step() {  # step "title" command...: runs it, appends the command, its output an
   awk -v t="$title" -v s="$status" -v ns="$((end - start))" 'BEGIN { printf "[%s: exit %d, %.1f s wall]\n", t, s, ns / 1e9 }' >> "$log"
 }
 
-echo "# $(date -u +%F), $(python -c 'from jaxmnist import report; print(report.cpu_name())'), cnn preset" >> "$log"
+echo "# $(date -u +%F), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($(nproc) cores), cnn preset" >> "$log"
 # Ctrl-C 12 s in: the run stops after the running epoch, saves it, and says how to resume.
 step "train, interrupted" timeout --preserve-status -s INT 12 jaxmnist train --model=cnn --workdir=runs/cnn --no-progress
 step "resume" jaxmnist train --resume runs/cnn --no-progress
