@@ -120,8 +120,12 @@ def merged(path: Path, table: dict, scenarios, date: str, cpu: str) -> dict:
          "command": "python experiments/test_margins.py"}
   measured = saved.get("measured") or {name: old for name in SCENARIOS
                                        if any(name in r for r in saved["results"].values())}
+  for perturbation in saved["results"].values():  # a scenario measured again keeps no row of an older set
+    for name in scenarios:
+      perturbation.pop(name, None)
   for name, results in table.items():
     saved["results"].setdefault(name, {}).update(results)
+  saved["results"] = {name: results for name, results in saved["results"].items() if results}
   command = "python experiments/test_margins.py" + (
       "" if list(scenarios) == list(SCENARIOS) else f" --scenarios={','.join(scenarios)}")
   measured.update({name: {"date": date, "cpu": cpu, "cores": os.cpu_count(), "command": command}
