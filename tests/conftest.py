@@ -256,8 +256,6 @@ CNN_ARGS = ("train", "--model=cnn", "--workdir=run", "--no-progress")
 NEEDS_CNN = pytest.StashKey[bool]()
 
 
-
-
 def pytest_collection_modifyitems(config, items):
   """The files of the tests of the trained `cnn` go last: its training, the session's longest (half a minute
   of two cores), then runs in the background from the session's first test on (cnn_training), while the

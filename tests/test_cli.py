@@ -12,7 +12,7 @@ import pytest
 
 from jaxmnist import process, report, train_state
 from tests import agreement
-from tests.conftest import cli_output, make_separable
+from tests.conftest import make_separable
 from tests.test_interpret import assert_accuracy_picture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +61,10 @@ def test_trains_tiny_data_and_writes_the_run_files(tiny_cli_run):
   assert not list(run.glob(".*partial*"))
 
 
-def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(idx_dir, tmp_path, capsys, monkeypatch):
-  monkeypatch.chdir(tmp_path)  # through the CLI's main in this process: nothing here needs a process of its own
-  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
-  stdout = cli_output(capsys, "train", "--no-progress", "--source=dir", f"--data-dir={idx_dir}", "--unverified",
-                      "--model=tiny", "--valid-fraction=0", "--workdir=run")
-  assert "validation accuracy none (no validation split)" in stdout
+def test_valid_fraction_zero_trains_on_every_example_and_reports_no_validation(train_in_process, tmp_path):
+  result = train_in_process("--model=tiny", "--valid-fraction=0", "--workdir=run")  # needs no process of its own
+  assert result.returncode == 0, result.stderr
+  assert "validation accuracy none (no validation split)" in result.stdout
   rows = report.read_metrics_csv(tmp_path / "run" / "metrics.csv")
   assert [r["valid_accuracy"] for r in rows] == [None, None, None]
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())

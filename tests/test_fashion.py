@@ -175,13 +175,13 @@ def test_fashion_mnist_refuses_the_mnist_files(real_cache_dir, jaxmnist_in_proce
   assert_one_paragraph(result, "holds MNIST, not Fashion-MNIST", "--dataset=mnist")
 
 
-def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path, capsys, monkeypatch):
+def test_a_short_run_trains_on_the_debian_copy(debian_dir, tmp_path, jaxmnist_in_process):
   # training_outcomes.real_fashion_linear's settings, through the CLI's main (in this process), evaluation
   # report included.
-  monkeypatch.chdir(tmp_path)
-  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
-  stdout = cli_output(capsys, "train", "--dataset=fashion_mnist", "--model=linear", "--epochs=1", "--lr=0.1",
-                      "--workdir=run", "--no-progress")
+  result = jaxmnist_in_process("train", "--dataset=fashion_mnist", "--model=linear", "--epochs=1", "--lr=0.1",
+                               "--workdir=run", "--no-progress")
+  assert result.returncode == 0, result.stderr
+  stdout = result.stdout
   assert "data: Fashion-MNIST from Debian package dataset-fashion-mnist" in stdout
   assert "post" not in stdout  # the post's numbers are MNIST's
   run_dir = tmp_path / "run"

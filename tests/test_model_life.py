@@ -9,20 +9,23 @@ import pytest
 
 from jaxmnist import data, evaluate, train_state
 from tests import agreement, training_outcomes
-from tests.conftest import cli_output
 from tests.test_export import _run_in_fresh_python  # pylint: disable=protected-access
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def jaxmnist(capsys, monkeypatch, real_cache_dir, tmp_path):
-  """`jaxmnist ARGS` that succeeds, through the CLI's own main in this process, in tmp_path, reading real MNIST
-  from the session's cache: what it printed. (No start-up and import of jax a command: that a process exits as
-  main does is tests/test_cli.py's to show.)"""
-  monkeypatch.chdir(tmp_path)
+def jaxmnist(jaxmnist_in_process, monkeypatch, real_cache_dir):
+  """`jaxmnist ARGS` that must succeed, as jaxmnist_in_process runs it, reading real MNIST from the session's
+  cache: what it printed. (No start-up and import of jax a command: that a process exits as main does is
+  tests/test_cli.py's to show.)"""
   monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(real_cache_dir))
-  return lambda *args: cli_output(capsys, *args)
+
+  def call(*args):
+    result = jaxmnist_in_process(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+  return call
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import pytest
 
 from jaxmnist import checkpoint, report
 from jaxmnist.configs import PRESETS
-from tests.conftest import cli_output
 from tests.test_cli import REPO_ROOT
 
 DISK_KB = 1200  # config.json, metrics.csv and one `tiny` checkpoint (~0.95 MB) fit; a second does not
@@ -65,8 +64,8 @@ def _partial_files(run_dir):
 
 
 @needs_namespaces
-def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(tmp_path, idx_dir, monkeypatch,
-                                                                               capsys):
+def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(tmp_path, idx_dir,
+                                                                               jaxmnist_in_process):
   train = _jaxmnist("train", "--model=tiny", "--no-progress", "--no-evaluate", *_data_flags(idx_dir),
                     "--workdir=disk/run")
   # The tmpfs is gone when the namespace ends: copy out what the failed run kept, as a person would
@@ -84,10 +83,9 @@ def test_a_full_disk_while_checkpointing_says_what_is_kept_and_resume_continues(
   assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["1"]
 
   # The resume, on a disk with room, through the CLI's main in this process (it needs no process of its own).
-  monkeypatch.chdir(tmp_path)
-  monkeypatch.setenv("JAXMNIST_CACHE_DIR", str(tmp_path / "cache"))
-  resumed = cli_output(capsys, "train", "--resume=kept", "--no-progress", "--no-evaluate", *_data_flags(idx_dir))
-  assert "resuming from the checkpoint of epoch 1 of 3" in resumed
+  resumed = jaxmnist_in_process("train", "--resume=kept", "--no-progress", "--no-evaluate", *_data_flags(idx_dir))
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resuming from the checkpoint of epoch 1 of 3" in resumed.stdout
   summary = json.loads((kept / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["resumed_from_epoch"] == 1
   assert [row["epoch"] for row in report.read_metrics_csv(kept / "metrics.csv")] == [1, 2, 3]
