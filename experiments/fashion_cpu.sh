@@ -31,4 +31,6 @@ print(f"| {seed} | {s['test_accuracy']:.4f} | {valid} | {float(wall):.0f} | "
       f"{float(user) + float(system):.0f} | {load_before} / {load_after} | `{command}` | {cpu} |")
 PY
 done
+# The home folder as ~ in what the run wrote (its data source names the cache): the files read the same anywhere.
+grep -rlF "$HOME/" "$out" | xargs -r sed -i "s|$HOME/|~/|g"
 cat "$out/runs.md"

@@ -19,6 +19,8 @@ python -m jaxmnist train --dataset=fashion_mnist --model=cnn_fashion --epochs="$
 end=$(date +%s.%N)
 mv "$out.log" "$out/log.txt"
 rm -rf "$out/run/checkpoints"  # megabytes per member; the table and summary say what the search found
+# The home folder as ~ in what the run wrote (its data source names the cache): the files read the same anywhere.
+grep -rlF "$HOME/" "$out" | xargs -r sed -i "s|$HOME/|~/|g"
 {
   echo "command: bash experiments/fashion_sweep.sh $rates $epochs $*"
   echo "wall_seconds: $(python3 -c "print(round($end - $start, 1))")"

@@ -48,3 +48,5 @@ print(f"\ncheck: {len(rates)} members, rates {rates}; member lr 0.1 test {member
       f"bound 0.0005); best by validation: member {best} (summary says {sweep['best_member']}); "
       f"predict answered with member {prediction.get('member')}")
 PY
+# The home folder as ~ in what the run wrote (its data source names the cache): the files read the same anywhere.
+grep -rlF "$HOME/" "$log" | xargs -r sed -i "s|$HOME/|~/|g"
